@@ -1,0 +1,1 @@
+//! `kafka-seq`: not built yet (see the open issue).

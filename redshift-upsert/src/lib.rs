@@ -1,0 +1,1 @@
+//! `redshift-upsert`: not built yet (see the open issue).

@@ -1,0 +1,1 @@
+//! `state-machine`: not built yet (see the open issue).

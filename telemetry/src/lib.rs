@@ -1,0 +1,1 @@
+//! `telemetry`: not built yet (see the open issue).

@@ -1,0 +1,95 @@
+//! Test support shared by the workspace's crates.
+//!
+//! A test that needs a real service (PostgreSQL, RabbitMQ, an S3 API server) reads the
+//! service's URL from an environment variable through [`service_url`]:
+//!
+//! - variable set: the test runs against it;
+//! - variable unset and `REQUIRE_SERVICES` is not `1`: one line saying the test was skipped
+//!   and why goes to stderr (uncaptured, so it shows in `cargo test` output), and the test
+//!   returns early;
+//! - variable unset and `REQUIRE_SERVICES=1` (as `.ci/run` sets it): the test fails.
+//!
+//! ```
+//! # unsafe { std::env::remove_var("REQUIRE_SERVICES") };
+//! let Some(url) = test_services::service_url("TEST_EXAMPLE_URL_NEVER_SET", "doc example") else {
+//!     return; // skipped
+//! };
+//! # unreachable!("{url}");
+//! ```
+#![warn(missing_docs)]
+
+use std::io::Write;
+
+/// The variable naming PostgreSQL for loader tests.
+pub const POSTGRES: &str = "TEST_POSTGRES_URL";
+/// The variable naming RabbitMQ for AMQP tests.
+pub const AMQP: &str = "TEST_AMQP_URL";
+/// The variable naming the S3 API server started by `.ci/run`.
+pub const S3_ENDPOINT: &str = "TEST_S3_ENDPOINT";
+/// The variable that turns a missing service into a failure.
+pub const REQUIRE_SERVICES: &str = "REQUIRE_SERVICES";
+
+/// Whether missing services must fail tests (`REQUIRE_SERVICES=1`).
+pub fn services_required() -> bool {
+    std::env::var(REQUIRE_SERVICES).is_ok_and(|v| v.trim() == "1")
+}
+
+/// The URL in environment variable `var`, for the test named `test`.
+///
+/// Returns `None` after printing one uncaptured `skipped` line when the variable is unset or
+/// empty and services are not required.
+///
+/// # Panics
+/// When the variable is unset or empty and `REQUIRE_SERVICES=1`: in CI a missing service is
+/// a failure, never a skip.
+pub fn service_url(var: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+        _ if services_required() => {
+            panic!("{test}: {var} is not set and REQUIRE_SERVICES=1: the service is required")
+        }
+        _ => {
+            // Written to the real stderr: libtest captures `eprintln!`, not the handle.
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped {test}: {var} is not set (set it, or REQUIRE_SERVICES=1 to fail instead)"
+            );
+            None
+        }
+    }
+}
+
+/// A name unique to this process and call, for databases objects, buckets, topics and queues
+/// that tests create so that concurrent tests never share state.
+///
+/// Lower-case ASCII letters, digits and `-`/`_` only (as given in `prefix`).
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}x{nanos:x}x{n}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ() {
+        let a = unique_name("t_");
+        let b = unique_name("t_");
+        assert_ne!(a, b);
+        assert!(a.starts_with("t_"));
+    }
+
+    #[test]
+    fn set_variable_is_returned() {
+        // PATH is set in every test environment.
+        let path = std::env::var("PATH").expect("PATH");
+        assert_eq!(service_url("PATH", "t").as_deref(), Some(path.trim()));
+    }
+}
