@@ -1,0 +1,1 @@
+//! `pipeline`: the end-to-end job (for now a Baldr round trip).
