@@ -1,1 +1,5 @@
-//! cli
+//! The workspace's command-line tools. Each binary in `src/bin` parses its arguments and calls
+//! one function here (or in the library crate it wraps).
+#![warn(missing_docs)]
+
+pub mod baldr_cmd;
