@@ -72,7 +72,11 @@ fn decode(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("decode_records/{label}"));
         group.throughput(Throughput::Elements(count as u64));
         group.bench_function("records_bytes", |b| {
-            b.iter(|| Records::new(black_box(data.clone())).filter(Result::is_ok).count())
+            b.iter(|| {
+                Records::new(black_box(data.clone()))
+                    .filter(Result::is_ok)
+                    .count()
+            })
         });
         group.finish();
     }

@@ -16,7 +16,10 @@ use baldr::{Compression, Compressor, Reader, Writer};
 
 /// Flags of the `pipeline` program.
 #[derive(Debug, clap::Parser)]
-#[command(name = "pipeline", about = "Run the end-to-end job on embedded defaults")]
+#[command(
+    name = "pipeline",
+    about = "Run the end-to-end job on embedded defaults"
+)]
 pub struct Args {
     /// How many events to generate.
     #[arg(long, default_value_t = 100_000)]
@@ -101,7 +104,9 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         path.display(),
         bytes as f64 / compressed.max(1) as f64
     );
-    println!("records={n} bytes={bytes} compressed={compressed} elapsed={elapsed:.3} verified=true");
+    println!(
+        "records={n} bytes={bytes} compressed={compressed} elapsed={elapsed:.3} verified=true"
+    );
     Ok(Summary {
         records: n,
         bytes,
