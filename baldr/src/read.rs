@@ -57,6 +57,12 @@ impl<R: Read> Reader<R> {
         self.codec.offset()
     }
 
+    /// The bytes of memory the reader's buffer holds: one read chunk (64 KiB) plus the
+    /// largest record in flight, whatever the input's size.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The underlying reader.
     pub fn get_ref(&self) -> &R {
         &self.inner

@@ -529,3 +529,55 @@ fn compressor_level_and_suffix() {
     );
     assert_eq!(Compression::detect(&[0, 0, 0]), Compression::None);
 }
+
+/// An endless-looking input: `count` records of `len` bytes, generated as they are read.
+struct Generated {
+    record: Vec<u8>,
+    pos: usize,
+    left: u64,
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() && self.left > 0 {
+            let take = (self.record.len() - self.pos).min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&self.record[self.pos..self.pos + take]);
+            n += take;
+            self.pos += take;
+            if self.pos == self.record.len() {
+                self.pos = 0;
+                self.left -= 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[test]
+fn reader_memory_is_bounded_by_the_largest_record_not_the_input() {
+    for (len, count) in [(1000usize, 65_536u64), (300_000, 200)] {
+        let mut record = Vec::new();
+        let mut w = Writer::new(&mut record);
+        w.write_record(&pattern(len)).unwrap();
+        w.finish().unwrap();
+        let mut reader = Reader::new(Generated {
+            record,
+            pos: 0,
+            left: count,
+        });
+        let mut n = 0u64;
+        let mut peak = 0;
+        while let Some(r) = reader.next() {
+            assert_eq!(r.unwrap().len(), len);
+            n += 1;
+            peak = peak.max(reader.buffer_capacity());
+        }
+        assert_eq!(n, count);
+        // 64 MiB went through; the buffer never held more than a few chunks and records.
+        assert!(
+            peak <= 4 * (64 * 1024 + len + 8),
+            "record {len}: peak buffer {peak} bytes"
+        );
+    }
+}
