@@ -15,7 +15,8 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Input is read in 64 KiB chunks into one reusable buffer and records are split off it
 /// without copying, so small records cost no allocation each: once the records handed out
 /// are dropped, the buffer's memory is reused. Memory stays bounded by the largest record
-/// (plus one chunk), whatever the input size. Records longer than the maximum (default
+/// (at worst about three times it, while the buffer grows, plus a 64 KiB chunk), whatever
+/// the input size. Records longer than the maximum (default
 /// 256 MiB) are an error before anything is allocated for them.
 ///
 /// After an error the reader yields nothing more. A stream that ends exactly at a record
