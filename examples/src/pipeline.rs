@@ -100,8 +100,13 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
 
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "wrote and verified {} ({:.1}x smaller than the raw stream)",
+        "wrote and verified {}{} ({:.1}x smaller than the raw stream)",
         path.display(),
+        if args.out.is_none() {
+            " (temporary)"
+        } else {
+            ""
+        },
         bytes as f64 / compressed.max(1) as f64
     );
     println!(
