@@ -1,1 +1,0 @@
-//! `report-fetcher`: the state-machine executor driving report downloads (issue 5; not built yet).
