@@ -3,3 +3,4 @@
 #![warn(missing_docs)]
 
 pub mod baldr_cmd;
+pub mod blueshift_cmd;

@@ -1,1 +1,46 @@
-//! `redshift-upsert`: not built yet (see the open issue).
+//! Load object-storage files into Redshift, PostgreSQL or SQLite with upserts.
+//!
+//! Clients drop data files and a manifest (`manifest.edn`, `.toml` or `.json`, compatible with
+//! the original Blueshift) into a watched directory; the [`service`] (the `blueshift` binary)
+//! loads all files of a directory in one transaction through a staging table, then deletes
+//! them. The [`plan`] module is pure (manifest + file list in, statements out); the
+//! [`load`] module runs plans against PostgreSQL (COPY FROM STDIN), Redshift (COPY from S3)
+//! and SQLite (batched inserts), with a load-history table for exactly-once loading.
+//!
+//! ```
+//! use redshift_upsert::manifest::{Manifest, ManifestFormat};
+//! use redshift_upsert::plan::{plan, DataFile, Dialect};
+//!
+//! let m = Manifest::parse(
+//!     r#"{:table "testing" :pk-columns ["foo"] :columns ["foo" "bar"]
+//!         :options ["DELIMITER '\\t'" "IGNOREHEADER 1" "ESCAPE" "TRIMBLANKS"]
+//!         :data-pattern ".*tsv$"}"#,
+//!     ManifestFormat::Edn,
+//!     "in/manifest.edn",
+//! )?;
+//! let files = [DataFile { key: "in/a.tsv".into(), etag: None, size: 10 }];
+//! let p = plan(&m, &files, Dialect::Postgres, None)?;
+//! assert!(p.statements().iter().any(|s| s.starts_with("DELETE FROM \"testing\" USING")));
+//! # Ok::<(), redshift_upsert::Error>(())
+//! ```
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod edn;
+mod error;
+pub mod load;
+pub mod manifest;
+pub mod options;
+pub mod plan;
+pub mod records;
+pub mod service;
+pub mod store;
+pub mod warehouse;
+pub mod watcher;
+
+pub use error::{Error, Result, is_retryable_code};
+/// The database driver, re-exported for users of [`warehouse::Pool`].
+pub use sqlx;

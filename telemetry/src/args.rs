@@ -42,6 +42,7 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 /// then, inside the tokio runtime, `let telemetry = args.telemetry.install("svc")?;` and
 /// `telemetry.shutdown().await` before exiting.
 #[derive(clap::Args, Debug, Clone, PartialEq)]
+#[group(id = "telemetry")]
 pub struct TelemetryArgs {
     /// Serve Prometheus metrics over HTTP at ADDR (e.g. 0.0.0.0:9100, path /metrics); off by
     /// default.

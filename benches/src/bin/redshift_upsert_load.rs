@@ -1,0 +1,199 @@
+//! Bench for `redshift-upsert` against a real PostgreSQL (TEST_POSTGRES_URL, and `psql` on PATH).
+//!
+//! 1. `psql \copy` of N CSV rows into an empty table (the baseline);
+//! 2. the library's COPY path alone (object store -> shaping -> COPY FROM STDIN), same file;
+//! 3. a full blueshift load (merge) of the same file into an empty table;
+//! 4. a merge of the N rows into a table of M rows with 10% overlapping keys.
+//!
+//! `RSU_BENCH_ROWS` (default 1 000 000) and `RSU_BENCH_BASE_ROWS` (default 10 000 000) scale it.
+//! Run: `TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo run --release -p benches --bin redshift_upsert_load`
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use redshift_upsert::load::{CopyExtras, LoadOptions, Loader, copy_file};
+use redshift_upsert::manifest::{Ident, TableName};
+use redshift_upsert::options::{CopyOption, ReadFormat};
+use redshift_upsert::plan::DataFile;
+use redshift_upsert::sqlx::{self, Connection, PgConnection};
+use redshift_upsert::store::Store;
+use redshift_upsert::warehouse::WarehouseUrl;
+
+fn env_n(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+async fn exec(c: &mut PgConnection, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(c)
+        .await
+        .unwrap();
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    // RUST_LOG=redshift_upsert=debug shows the time of every plan step.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let url = std::env::var("TEST_POSTGRES_URL").expect("set TEST_POSTGRES_URL");
+    let rows = env_n("RSU_BENCH_ROWS", 1_000_000);
+    let base = env_n("RSU_BENCH_BASE_ROWS", 10_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("in");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    // Batch keys: 10% overlap the base table's last keys.
+    let first = base.saturating_sub(rows / 10) + 1;
+    let csv = data_dir.join("part-0000.csv");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
+        for id in first..first + rows {
+            writeln!(w, "{id},\"value {id}, quoted\",{}", id % 1000).unwrap();
+        }
+    }
+    let size = std::fs::metadata(&csv).unwrap().len();
+    let manifest = r#"{:table "rsu_bench_target" :pk-columns ["id"] :columns ["id" "v" "n"] :options ["CSV"] :data-pattern ".*\\.csv"}"#;
+    std::fs::write(data_dir.join("manifest.edn"), manifest).unwrap();
+    println!(
+        "{rows} rows, {:.1} MiB CSV; base table {base} rows",
+        size as f64 / 1048576.0
+    );
+
+    let mut c = PgConnection::connect(&url).await.unwrap();
+    let ddl = |t: &str| {
+        format!(
+            "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (id BIGINT PRIMARY KEY, v TEXT, n BIGINT)"
+        )
+    };
+
+    // 1. psql \copy (median of 3)
+    let mut psql_runs = Vec::new();
+    for _ in 0..3 {
+        exec(&mut c, &ddl("rsu_bench_psql")).await;
+        let t = Instant::now();
+        let st = std::process::Command::new("psql")
+            .args([
+                url.as_str(),
+                "-q",
+                "-c",
+                &format!(
+                    "\\copy rsu_bench_psql FROM '{}' WITH (FORMAT csv)",
+                    csv.display()
+                ),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        psql_runs.push(t.elapsed());
+    }
+    psql_runs.sort();
+    let psql = psql_runs[1];
+
+    // 2. library COPY path alone (median of 3)
+    let store = Store::open(&format!("file://{}", dir.path().display()), None).unwrap();
+    let (rf, _) = ReadFormat::from_options(&[CopyOption::parse("CSV").unwrap()], None).unwrap();
+    let cols: Vec<Ident> = ["id", "v", "n"]
+        .iter()
+        .map(|c| Ident::new(c).unwrap())
+        .collect();
+    let file = DataFile {
+        key: "in/part-0000.csv".into(),
+        etag: None,
+        size,
+    };
+    let mut lib_runs = Vec::new();
+    for _ in 0..3 {
+        exec(&mut c, &ddl("rsu_bench_copy")).await;
+        let t = Instant::now();
+        let mut tx = c.begin().await.unwrap();
+        let (n, _) = copy_file(
+            &mut tx,
+            "COPY rsu_bench_copy (id, v, n) FROM STDIN",
+            &store,
+            &file,
+            &rf,
+            &cols,
+            CopyExtras::default(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        lib_runs.push(t.elapsed());
+        assert_eq!(n, rows);
+    }
+    lib_runs.sort();
+    let lib_copy = lib_runs[1];
+
+    // 3. full load (merge) into an empty table, and 4. merge into the base table.
+    let opts = LoadOptions {
+        delete_loaded: false,
+        history_table: TableName::parse("rsu_bench_history").unwrap(),
+        ..LoadOptions::default()
+    };
+    let loader = Loader::new(WarehouseUrl::parse(&url).unwrap(), opts).unwrap();
+    let re = regex::Regex::new(".*").unwrap();
+    exec(&mut c, &ddl("rsu_bench_target")).await;
+    exec(&mut c, "DROP TABLE IF EXISTS rsu_bench_history").await;
+    let ready = redshift_upsert::watcher::scan(&store, &re)
+        .await
+        .unwrap()
+        .ready;
+    let t = Instant::now();
+    let rep = loader.load(&store, &ready[0]).await.unwrap();
+    let full_empty = t.elapsed();
+    assert_eq!(rep.rows, rows);
+
+    exec(&mut c, "DROP TABLE IF EXISTS rsu_bench_target").await;
+    let t = Instant::now();
+    exec(
+        &mut c,
+        &format!(
+            "CREATE TABLE rsu_bench_target AS SELECT g::bigint AS id, 'base ' || g AS v, (g % 1000)::bigint AS n FROM generate_series(1, {base}) g; \
+             ALTER TABLE rsu_bench_target ADD PRIMARY KEY (id); ANALYZE rsu_bench_target"
+        ),
+    )
+    .await;
+    println!("(base table built in {:.1} s)", secs(t.elapsed()));
+    exec(&mut c, "TRUNCATE rsu_bench_history").await;
+    let t = Instant::now();
+    let rep = loader.load(&store, &ready[0]).await.unwrap();
+    let merge = t.elapsed();
+    assert_eq!(rep.rows, rows);
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM rsu_bench_target")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(total as u64, base + rows - rows / 10);
+
+    println!("| measurement | seconds | ratio |");
+    println!("|---|---|---|");
+    println!(
+        "| psql \\copy of {rows} rows (baseline) | {:.2} | 1.00 |",
+        secs(psql)
+    );
+    println!(
+        "| library COPY path (store -> shaping -> COPY FROM STDIN) | {:.2} | {:.2}x psql |",
+        secs(lib_copy),
+        secs(lib_copy) / secs(psql)
+    );
+    println!(
+        "| full merge load into an empty table | {:.2} | {:.2}x psql |",
+        secs(full_empty),
+        secs(full_empty) / secs(psql)
+    );
+    println!(
+        "| merge of {rows} rows into {base} rows, 10% overlap | {:.2} | {:.2}x psql, {:.2}x library COPY |",
+        secs(merge),
+        secs(merge) / secs(psql),
+        secs(merge) / secs(lib_copy)
+    );
+    exec(&mut c, "DROP TABLE rsu_bench_psql; DROP TABLE rsu_bench_copy; DROP TABLE rsu_bench_target; DROP TABLE rsu_bench_history").await;
+}

@@ -1,0 +1,63 @@
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use redshift_upsert::service::{Args, Service};
+
+pub fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 1).unwrap()
+}
+
+pub fn args(store: &str, warehouse: &str, history: &str) -> Args {
+    Args {
+        store: store.to_string(),
+        warehouse: warehouse.to_string(),
+        key_pattern: ".*".into(),
+        poll_interval: Duration::from_secs(1),
+        once: true,
+        dry_run: false,
+        iam_role: None,
+        merge_statement: false,
+        s3_endpoint: None,
+        history_table: history.to_string(),
+        max_attempts: 5,
+        concurrency: 4,
+    }
+}
+
+pub fn service(store: &str, warehouse: &str, history: &str) -> Service {
+    Service::new(args(store, warehouse, history)).unwrap()
+}
+
+/// Runs one poll with a time limit.
+pub async fn poll(s: &mut Service) -> redshift_upsert::service::PollOutcome {
+    tokio::time::timeout(Duration::from_secs(60), s.poll())
+        .await
+        .expect("poll timed out")
+        .unwrap()
+}
+
+pub fn files_in(root: &Path, dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join(dir))
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
