@@ -20,6 +20,9 @@
 
 use std::io::Write;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
+
 /// The variable naming PostgreSQL for loader tests.
 pub const POSTGRES: &str = "TEST_POSTGRES_URL";
 /// The variable naming RabbitMQ for AMQP tests.

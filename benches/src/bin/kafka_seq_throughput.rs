@@ -1,0 +1,207 @@
+//! Consume and produce throughput through `kafka-seq`'s streams against bare rdkafka, on
+//! the same in-process mock cluster (rdkafka's `MockCluster`, real protocol over 127.0.0.1).
+//!
+//! `cargo run --release -p benches --bin kafka_seq_throughput -- [MESSAGES] [PAYLOAD_BYTES] [ROUNDS]`
+//! (defaults 40000, 100, 3; the mock cluster trims a partition's log past a few MB, so keep
+//! MESSAGES x PAYLOAD_BYTES under ~4 MB). Each round runs every variant once, alternating; the best
+//! round of each is reported. Consume times start at the first message (excluding the
+//! consumer-group join) and end at the last; produce times start after one warm-up message
+//! was acknowledged.
+//! Target: kafka-seq >= 0.9x bare rdkafka.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use kafka_seq::{ConsumerConfig, ProducerConfig, Record};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+fn arg(i: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+/// Bare rdkafka: a threaded producer (idempotent, like kafka-seq's), send + flush.
+fn produce_bare(brokers: &str, topic: &str, payload: &[u8], n: usize) -> Duration {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("queue.buffering.max.messages", "100000")
+        .create()
+        .expect("producer");
+    // Warm-up (connection, idempotent producer id), outside the timing.
+    producer
+        .send(BaseRecord::<(), [u8]>::to(topic).payload(payload))
+        .map_err(|(e, _)| e)
+        .expect("warm-up send");
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("warm-up flush");
+    let start = Instant::now();
+    for _ in 1..n {
+        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("produce: {e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    start.elapsed()
+}
+
+/// kafka-seq: the producer's sink, closed (every delivery acknowledged) at the end.
+async fn produce_seq(brokers: &str, topic: &str, payload: &bytes::Bytes, n: usize) -> Duration {
+    let producer = ProducerConfig::new(brokers).create().expect("producer");
+    let mut sink = producer.sink(topic);
+    // Warm-up (connection, idempotent producer id), outside the timing.
+    sink.send(Record::new(payload.clone()))
+        .await
+        .expect("warm-up");
+    let start = Instant::now();
+    for _ in 1..n {
+        sink.feed(Record {
+            payload: Some(payload.clone()),
+            ..Record::default()
+        })
+        .await
+        .expect("feed");
+    }
+    sink.close().await.expect("close");
+    start.elapsed()
+}
+
+/// Bare rdkafka: a StreamConsumer in a group. `owned`: the same job as kafka-seq's stream
+/// (each message copied out of librdkafka with `detach`, its offset stored for the
+/// auto-commit once processed: librdkafka's at-least-once pattern); otherwise only the
+/// borrowed payload's length is read (a floor, not a usable consumer).
+async fn consume_bare(brokers: &str, topic: &str, group: &str, n: usize, owned: bool) -> Duration {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "enable.auto.offset.store",
+            if owned { "false" } else { "true" },
+        )
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut bytes = 0usize;
+    let first = consumer.recv().await.expect("recv");
+    bytes += first.payload().map_or(0, <[u8]>::len);
+    drop(first);
+    let start = Instant::now();
+    for _ in 1..n {
+        let m = consumer.recv().await.expect("recv");
+        if owned {
+            let m = m.detach();
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            consumer
+                .store_offset(m.topic(), m.partition(), m.offset() + 1)
+                .expect("store offset");
+        } else {
+            bytes += m.payload().map_or(0, <[u8]>::len);
+        }
+    }
+    let elapsed = start.elapsed();
+    assert!(bytes > 0);
+    elapsed
+}
+
+/// kafka-seq: the consumer stream, acknowledging every message (commits every second).
+async fn consume_seq(brokers: &str, topic: &str, group: &str, n: usize) -> Duration {
+    let mut stream = ConsumerConfig::new(brokers, group)
+        .topics([topic])
+        .subscribe()
+        .expect("subscribe");
+    let control = stream.control();
+    let mut bytes = 0usize;
+    let first = stream.next().await.expect("message").expect("no error");
+    bytes += first.payload.as_ref().map_or(0, bytes::Bytes::len);
+    first.ack.ack();
+    let start = Instant::now();
+    for _ in 1..n {
+        let m = stream.next().await.expect("message").expect("no error");
+        bytes += m.payload.as_ref().map_or(0, bytes::Bytes::len);
+        m.ack.ack();
+    }
+    let elapsed = start.elapsed();
+    assert!(bytes > 0);
+    control.shutdown();
+    drop(stream);
+    control.closed().await.expect("final commit");
+    elapsed
+}
+
+#[tokio::main]
+async fn main() {
+    let n = arg(1, 40_000);
+    let size = arg(2, 100);
+    let rounds = arg(3, 3).max(1);
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    println!("kafka_seq_throughput: {n} messages of {size} B, {rounds} rounds, best of each");
+
+    let (mut pb, mut ps, mut cb, mut cs) =
+        (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
+    let mut cbo = Duration::MAX;
+    for round in 0..rounds {
+        let (t1, t2) = (format!("bare-{round}"), format!("seq-{round}"));
+        cluster.create_topic(&t1, 1, 1).expect("topic");
+        cluster.create_topic(&t2, 1, 1).expect("topic");
+        let (b, t, p) = (brokers.clone(), t1.clone(), payload.clone());
+        pb = pb.min(
+            tokio::task::spawn_blocking(move || produce_bare(&b, &t, &p, n))
+                .await
+                .expect("join"),
+        );
+        ps = ps.min(produce_seq(&brokers, &t2, &payload, n).await);
+        // Both consumers read the same topic (written by the bare producer).
+        cb = cb.min(consume_bare(&brokers, &t1, &format!("gb-{round}"), n, false).await);
+        cbo = cbo.min(consume_bare(&brokers, &t1, &format!("gbo-{round}"), n, true).await);
+        cs = cs.min(consume_seq(&brokers, &t1, &format!("gs-{round}"), n).await);
+        println!(
+            "round {round}: produce bare {:.0}/s seq {:.0}/s; consume bare {:.0}/s bare-owned {:.0}/s seq {:.0}/s",
+            rate(n, pb),
+            rate(n, ps),
+            rate(n, cb),
+            rate(n, cbo),
+            rate(n, cs)
+        );
+    }
+    println!(
+        "produce: bare rdkafka {:.0} msg/s, kafka-seq sink {:.0} msg/s, ratio {:.2}",
+        rate(n, pb),
+        rate(n, ps),
+        pb.as_secs_f64() / ps.as_secs_f64()
+    );
+    println!(
+        "consume: bare rdkafka detach+store_offset {:.0} msg/s, kafka-seq stream {:.0} msg/s, ratio {:.2}",
+        rate(n, cbo),
+        rate(n, cs),
+        cbo.as_secs_f64() / cs.as_secs_f64()
+    );
+    println!(
+        "consume: bare rdkafka borrowed, no offsets {:.0} msg/s, kafka-seq stream {:.0} msg/s, ratio {:.2}",
+        rate(n, cb),
+        rate(n, cs),
+        cb.as_secs_f64() / cs.as_secs_f64()
+    );
+}

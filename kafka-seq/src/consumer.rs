@@ -1,0 +1,692 @@
+//! A Kafka consumer group as a `Stream` of [`KafkaMessage`]s that commits only what was
+//! processed.
+//!
+//! Each message carries an [`Ack`]. Offsets are committed per partition up to the highest
+//! *contiguously* acknowledged offset + 1 — so acknowledging 5 and 7 but not 6 commits 6 —
+//! every [`commit_interval`](ConsumerConfig::commit_interval), synchronously when a partition
+//! is revoked by a rebalance (before it goes away), and synchronously at shutdown. A message
+//! that is never acknowledged (its [`Ack`] is dropped, or [`Ack::nack`]ed) stops the commit
+//! point before it for the rest of the assignment, so it is delivered again after a restart
+//! or rebalance: at least once, never "committed but not processed".
+//!
+//! Backpressure: at most [`max_unacked`](ConsumerConfig::max_unacked) messages are out
+//! unacknowledged; past that, fetching waits for acknowledgements. Remember to acknowledge
+//! messages you filter out.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), kafka_seq::Error> {
+//! use futures::StreamExt;
+//! use kafka_seq::ConsumerConfig;
+//!
+//! let mut stream = ConsumerConfig::new("127.0.0.1:9092", "archiver")
+//!     .pattern("^logs-.*")
+//!     .set("fetch.min.bytes", "65536")
+//!     .subscribe()?;
+//! let control = stream.control();
+//! while let Some(message) = stream.next().await {
+//!     let message = message?;
+//!     println!("{}/{}@{}", message.topic, message.partition, message.offset);
+//!     message.ack.ack();
+//! }
+//! control.shutdown();
+//! control.closed().await?;
+//! # Ok(()) }
+//! ```
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::offsets::Tracker;
+use crate::{Error, kafka_err};
+
+/// What to subscribe to.
+#[derive(Debug, Clone)]
+enum Subscription {
+    Topics(Vec<String>),
+    Pattern(String),
+}
+
+/// Configuration of a consumer group stream; [`subscribe`](Self::subscribe) starts it.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    brokers: String,
+    group: String,
+    subscription: Subscription,
+    properties: Vec<(String, String)>,
+    commit_interval: Duration,
+    buffer: usize,
+    max_unacked: usize,
+    drain_timeout: Duration,
+}
+
+impl ConsumerConfig {
+    /// A consumer of group `group` on `brokers` (`host:port,...`). Subscribe to something
+    /// with [`topics`](Self::topics) or [`pattern`](Self::pattern).
+    pub fn new(brokers: impl Into<String>, group: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            group: group.into(),
+            subscription: Subscription::Topics(Vec::new()),
+            properties: Vec::new(),
+            commit_interval: Duration::from_secs(1),
+            buffer: 256,
+            max_unacked: 10_000,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Subscribes to these topics.
+    pub fn topics<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.subscription = Subscription::Topics(topics.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Subscribes to every topic matching the regular expression `regex` (a leading `^` is
+    /// added if missing), including topics created later: they are found on metadata refresh
+    /// (`topic.metadata.refresh.interval.ms`, 10 s here unless set).
+    pub fn pattern(mut self, regex: &str) -> Self {
+        let regex = if regex.starts_with('^') {
+            regex.to_string()
+        } else {
+            format!("^{regex}")
+        };
+        self.subscription = Subscription::Pattern(regex);
+        self
+    }
+
+    /// Sets any librdkafka consumer property (`auto.offset.reset`, `session.timeout.ms`,
+    /// security settings...). `enable.auto.commit` and `enable.auto.offset.store` are always
+    /// false: committing is this crate's job.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets every `(key, value)` pair, as from [`parse_property`](crate::parse_property).
+    pub fn set_all<I: IntoIterator<Item = (String, String)>>(mut self, properties: I) -> Self {
+        self.properties.extend(properties);
+        self
+    }
+
+    /// How often acknowledged progress is committed (default 1 s).
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// About how many fetched messages wait between the client and the stream (default
+    /// 256; handed over in batches of up to 64 of what librdkafka had ready).
+    pub fn buffer(mut self, messages: usize) -> Self {
+        self.buffer = messages.max(1);
+        self
+    }
+
+    /// At most this many messages are out unacknowledged (default 10 000): the bound on
+    /// memory and on what is redelivered after a crash.
+    pub fn max_unacked(mut self, messages: usize) -> Self {
+        self.max_unacked = messages.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        self
+    }
+
+    /// At shutdown, how long to wait for outstanding messages to be acknowledged before the
+    /// final commit (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .set("auto.offset.reset", "earliest");
+        if matches!(self.subscription, Subscription::Pattern(_)) {
+            c.set("topic.metadata.refresh.interval.ms", "10000");
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c.set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        c
+    }
+
+    /// Joins the group and subscribes; the returned stream yields messages once partitions
+    /// are assigned. Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::NoRuntime`] outside a tokio runtime; [`Error::Kafka`] when the client cannot
+    /// be created (bad property) or the subscription is refused.
+    pub fn subscribe(self) -> Result<KafkaStream, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
+            what: "kafka_seq::ConsumerConfig::subscribe",
+        })?;
+        let tracker = Arc::new(Tracker::default());
+        let failed_revoke_commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let context = SeqContext {
+            tracker: tracker.clone(),
+            group: self.group.clone(),
+            failed_revoke_commits: failed_revoke_commits.clone(),
+        };
+        let consumer: StreamConsumer<SeqContext> = self
+            .client_config()
+            .create_with_context(context)
+            .map_err(kafka_err(format!(
+                "create consumer of group {}",
+                self.group
+            )))?;
+        match &self.subscription {
+            Subscription::Topics(topics) => {
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                consumer.subscribe(&names).map_err(kafka_err(format!(
+                    "subscribe group {} to {topics:?}",
+                    self.group
+                )))?;
+            }
+            Subscription::Pattern(regex) => {
+                consumer.subscribe(&[regex]).map_err(kafka_err(format!(
+                    "subscribe group {} to {regex}",
+                    self.group
+                )))?;
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.buffer.div_ceil(BATCH).max(1));
+        let (done_tx, done_rx) = watch::channel(None);
+        let cancel = CancellationToken::new();
+        let task_tracker = tracker.clone();
+        let task = ConsumerTask {
+            consumer: Arc::new(consumer),
+            tracker,
+            permits: Arc::new(Semaphore::new(self.max_unacked)),
+            max_unacked: self.max_unacked,
+            commit_interval: self.commit_interval,
+            drain_timeout: self.drain_timeout,
+            group: self.group,
+            failed_revoke_commits,
+        };
+        runtime.spawn(task.run(tx, cancel.clone(), done_tx));
+        Ok(KafkaStream {
+            rx,
+            batch: Vec::new().into_iter(),
+            control: ConsumerControl {
+                tracker: task_tracker,
+                cancel,
+                done: done_rx,
+            },
+        })
+    }
+}
+
+/// One consumed message with its acknowledgement handle.
+#[derive(Debug)]
+pub struct KafkaMessage {
+    /// The topic (shared, not copied per message).
+    pub topic: Arc<str>,
+    /// The partition.
+    pub partition: i32,
+    /// The offset within the partition.
+    pub offset: i64,
+    /// The key, if any.
+    pub key: Option<Bytes>,
+    /// The payload, if any (`None` for a tombstone).
+    pub payload: Option<Bytes>,
+    /// Timestamp in milliseconds since the Unix epoch, if the message has one.
+    pub timestamp: Option<i64>,
+    /// Headers in order; a header's value may be absent.
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Acknowledge once processed: [`Ack::ack`]. Dropping it unacknowledged is a nack.
+    pub ack: Ack,
+}
+
+/// Acknowledgement handle of one [`KafkaMessage`].
+///
+/// [`ack`](Self::ack) lets the commit point move past the message once every earlier message
+/// of its partition is acknowledged too. Dropping the handle without acknowledging (or
+/// [`nack`](Self::nack)) keeps the commit point before the message for the rest of the
+/// partition's assignment, so it is consumed again after a restart or rebalance.
+pub struct Ack {
+    tracker: Arc<Tracker>,
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    generation: u64,
+    tracked: bool,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ack")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+impl Ack {
+    /// The message was processed.
+    pub fn ack(mut self) {
+        self.done = true;
+        if self.tracked {
+            self.tracker
+                .ack(&self.topic, self.partition, self.offset, self.generation);
+        }
+    }
+
+    /// The message was not processed: it will be consumed again after a restart or
+    /// rebalance (commits of its partition stop before it until then).
+    pub fn nack(mut self) {
+        self.done = true;
+        self.do_nack();
+    }
+
+    fn do_nack(&self) {
+        if self.tracked {
+            self.tracker
+                .nack(&self.topic, self.partition, self.offset, self.generation);
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if !self.done {
+            self.do_nack();
+        }
+    }
+}
+
+/// The stream of a consumer group's messages; see the [module docs](self).
+///
+/// Ends after [`ConsumerControl::shutdown`]. Dropping it shuts the consumer down too.
+pub struct KafkaStream {
+    rx: mpsc::Receiver<Batch>,
+    batch: std::vec::IntoIter<Result<KafkaMessage, Error>>,
+    control: ConsumerControl,
+}
+
+/// Messages travel from the consumer task to the stream in batches of what librdkafka had
+/// ready, to keep the hand-over cost off the per-message path.
+type Batch = Vec<Result<KafkaMessage, Error>>;
+const BATCH: usize = 64;
+
+impl std::fmt::Debug for KafkaStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaStream").finish_non_exhaustive()
+    }
+}
+
+impl KafkaStream {
+    /// A handle to shut the consumer down and wait for its final commit.
+    pub fn control(&self) -> ConsumerControl {
+        self.control.clone()
+    }
+}
+
+impl Stream for KafkaStream {
+    type Item = Result<KafkaMessage, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(m) = self.batch.next() {
+                return Poll::Ready(Some(m));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Shuts a [`KafkaStream`]'s consumer down; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ConsumerControl {
+    tracker: Arc<Tracker>,
+    cancel: CancellationToken,
+    done: watch::Receiver<Option<Result<(), KafkaError>>>,
+}
+
+impl ConsumerControl {
+    /// Stops fetching: the stream ends after the messages already fetched. The consumer
+    /// then waits (up to the drain timeout) for outstanding messages to be acknowledged,
+    /// commits synchronously, and leaves the group.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The partitions currently assigned to this consumer, sorted by topic and partition.
+    pub fn assignment(&self) -> Vec<(Arc<str>, i32)> {
+        self.tracker.assignment()
+    }
+
+    /// Waits until the consumer has made its final commit and left the group (after
+    /// [`shutdown`](Self::shutdown) or the stream being dropped).
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when the final commit failed.
+    pub async fn closed(&self) -> Result<(), Error> {
+        let mut done = self.done.clone();
+        let result = match done.wait_for(Option::is_some).await {
+            Ok(r) => r.clone(),
+            // The task ended without reporting (runtime shut down): nothing more to wait for.
+            Err(_) => return Ok(()),
+        };
+        result
+            .unwrap_or(Ok(()))
+            .map_err(kafka_err("final commit at shutdown"))
+    }
+}
+
+/// The consumer's context: commits and forgets partitions as they are revoked.
+struct SeqContext {
+    tracker: Arc<Tracker>,
+    group: String,
+    /// Commits on revoke that failed (their messages will be redelivered).
+    failed_revoke_commits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ClientContext for SeqContext {}
+
+impl ConsumerContext for SeqContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                for e in tpl.elements() {
+                    self.tracker.assign(e.topic(), e.partition());
+                }
+                tracing::info!(group = %self.group, partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                let mut commit = TopicPartitionList::new();
+                for e in tpl.elements() {
+                    if let Some(offset) = self.tracker.revoke(e.topic(), e.partition()) {
+                        let _ = commit.add_partition_offset(
+                            e.topic(),
+                            e.partition(),
+                            Offset::Offset(offset),
+                        );
+                    }
+                }
+                if commit.count() > 0
+                    && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
+                {
+                    self.failed_revoke_commits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(group = %self.group, error = %e, "commit on revoke failed; the partitions' unacknowledged tail will be redelivered");
+                }
+                tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "rebalance error");
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(group = %self.group, error = %e, "offset commit failed; retrying");
+            for el in offsets.elements() {
+                if let Offset::Offset(o) = el.offset() {
+                    self.tracker.commit_failed(el.topic(), el.partition(), o);
+                }
+            }
+        }
+    }
+}
+
+struct ConsumerTask {
+    consumer: Arc<StreamConsumer<SeqContext>>,
+    tracker: Arc<Tracker>,
+    permits: Arc<Semaphore>,
+    max_unacked: usize,
+    commit_interval: Duration,
+    drain_timeout: Duration,
+    group: String,
+    failed_revoke_commits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn commit_list(commits: &[(Arc<str>, i32, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(commits.len());
+    for (topic, partition, offset) in commits {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    tpl
+}
+
+impl ConsumerTask {
+    fn commit_async(&self) {
+        let commits = self.tracker.take_commits();
+        if commits.is_empty() {
+            return;
+        }
+        let tpl = commit_list(&commits);
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(group = %self.group, error = %e, "offset commit failed; retrying");
+            for (t, p, o) in &commits {
+                self.tracker.commit_failed(t, *p, *o);
+            }
+        }
+    }
+
+    fn message(
+        &self,
+        m: &BorrowedMessage<'_>,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<KafkaMessage> {
+        let delivered = self.tracker.deliver(m.topic(), m.partition(), m.offset())?;
+        let headers = match m.headers() {
+            Some(h) => h
+                .iter()
+                .map(|h| (h.key.to_string(), h.value.map(Bytes::copy_from_slice)))
+                .collect(),
+            None => Vec::new(),
+        };
+        Some(KafkaMessage {
+            topic: delivered.topic.clone(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(Bytes::copy_from_slice),
+            payload: m.payload().map(Bytes::copy_from_slice),
+            timestamp: m.timestamp().to_millis(),
+            headers,
+            ack: Ack {
+                tracker: self.tracker.clone(),
+                topic: delivered.topic,
+                partition: m.partition(),
+                offset: m.offset(),
+                generation: delivered.generation,
+                tracked: delivered.tracked,
+                done: false,
+                _permit: permit,
+            },
+        })
+    }
+
+    /// Hands a batch to the stream, committing on schedule while the stream is full.
+    /// `false` when the consumer must stop (shutdown, or the stream was dropped).
+    async fn send_batch(
+        &self,
+        tx: &mpsc::Sender<Batch>,
+        batch: Batch,
+        cancel: &CancellationToken,
+        next_commit: &mut tokio::time::Instant,
+    ) -> bool {
+        let batch = match tx.try_send(batch) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(b)) => b,
+        };
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return false,
+                r = tx.reserve() => match r {
+                    Ok(slot) => {
+                        slot.send(batch);
+                        return true;
+                    }
+                    Err(_) => return false,
+                },
+                () = tokio::time::sleep_until(*next_commit) => {
+                    self.commit_async();
+                    *next_commit = tokio::time::Instant::now() + self.commit_interval;
+                }
+            }
+        }
+    }
+
+    async fn run(
+        self,
+        tx: mpsc::Sender<Batch>,
+        cancel: CancellationToken,
+        done: watch::Sender<Option<Result<(), KafkaError>>>,
+    ) {
+        use futures::FutureExt;
+        let mut next_commit = tokio::time::Instant::now() + self.commit_interval;
+        {
+            let mut stream = self.consumer.stream();
+            let mut batch: Batch = Vec::with_capacity(BATCH);
+            'fetch: loop {
+                if cancel.is_cancelled() || tx.is_closed() {
+                    break 'fetch;
+                }
+                let now = tokio::time::Instant::now();
+                if now >= next_commit {
+                    self.commit_async();
+                    next_commit = now + self.commit_interval;
+                }
+                let permit = match self.permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // max_unacked reached: hand over what we have, wait for acks.
+                        if !batch.is_empty() {
+                            let b = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            if !self.send_batch(&tx, b, &cancel, &mut next_commit).await {
+                                break 'fetch;
+                            }
+                        }
+                        tokio::select! {
+                            biased;
+                            () = cancel.cancelled() => break 'fetch,
+                            () = tx.closed() => break 'fetch,
+                            () = tokio::time::sleep_until(next_commit) => continue 'fetch,
+                            p = self.permits.clone().acquire_owned() => match p {
+                                Ok(p) => p,
+                                Err(_) => break 'fetch,
+                            },
+                        }
+                    }
+                };
+                // Take what librdkafka already has without waiting; wait only when empty.
+                let next = match stream.next().now_or_never() {
+                    Some(m) => m,
+                    None => {
+                        if !batch.is_empty() {
+                            let b = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            if !self.send_batch(&tx, b, &cancel, &mut next_commit).await {
+                                break 'fetch;
+                            }
+                        }
+                        tokio::select! {
+                            biased;
+                            () = cancel.cancelled() => break 'fetch,
+                            () = tx.closed() => break 'fetch,
+                            () = tokio::time::sleep_until(next_commit) => continue 'fetch,
+                            m = stream.next() => m,
+                        }
+                    }
+                };
+                match next {
+                    None => break 'fetch,
+                    Some(Ok(m)) => {
+                        // None: a stale message of a revoked partition; its new owner reads it.
+                        if let Some(msg) = self.message(&m, permit) {
+                            batch.push(Ok(msg));
+                        }
+                    }
+                    Some(Err(e)) => batch.push(Err(Error::Kafka {
+                        op: format!("consume in group {}", self.group),
+                        source: e,
+                    })),
+                }
+                if batch.len() >= BATCH {
+                    let b = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if !self.send_batch(&tx, b, &cancel, &mut next_commit).await {
+                        break 'fetch;
+                    }
+                }
+            }
+        }
+        let mut ticker = tokio::time::interval(self.commit_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Messages still buffered are dropped with the sender unless the stream takes them.
+        drop(tx);
+        let all = u32::try_from(self.max_unacked).unwrap_or(u32::MAX);
+        let drain = async {
+            loop {
+                tokio::select! {
+                    p = self.permits.acquire_many(all) => { drop(p); break; }
+                    _ = ticker.tick() => self.commit_async(),
+                }
+            }
+        };
+        if tokio::time::timeout(self.drain_timeout, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(group = %self.group, "shutdown: unacknowledged messages remain; they will be redelivered");
+        }
+        let ConsumerTask {
+            consumer,
+            tracker,
+            group,
+            failed_revoke_commits,
+            ..
+        } = self;
+        let result = tokio::task::spawn_blocking(move || {
+            use std::sync::atomic::Ordering;
+            let commits = tracker.take_commits();
+            let result = if commits.is_empty() {
+                Ok(())
+            } else {
+                consumer.commit(&commit_list(&commits), CommitMode::Sync)
+            };
+            if result.is_err() {
+                // Leaving the group below revokes the partitions, and the revoke commits again.
+                for (t, p, o) in &commits {
+                    tracker.commit_failed(t, *p, *o);
+                }
+            }
+            let failed_before = failed_revoke_commits.load(Ordering::Relaxed);
+            drop(consumer);
+            tracing::info!(%group, "consumer closed");
+            let revoke_ok = failed_revoke_commits.load(Ordering::Relaxed) == failed_before
+                && tracker.uncommitted() == 0;
+            if revoke_ok { Ok(()) } else { result }
+        })
+        .await
+        .unwrap_or(Ok(()));
+        let _ = done.send(Some(result));
+    }
+}
