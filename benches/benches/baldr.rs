@@ -113,22 +113,8 @@ fn encode(c: &mut Criterion) {
     }
 }
 
-/// Realistic, compressible records: JSON log events of ~120 bytes.
-fn events() -> Vec<Vec<u8>> {
-    (0..20_000u64)
-        .map(|i| {
-            format!(
-                r#"{{"seq":{i},"host":"web-{}","severity":"info","message":"request {i} served in {} ms"}}"#,
-                i % 7,
-                i % 97
-            )
-            .into_bytes()
-        })
-        .collect()
-}
-
 fn gzip_write(c: &mut Criterion) {
-    let events = events();
+    let events = benches::log_events(20_000);
     let mut plain = Vec::new();
     let mut w = Writer::new(&mut plain);
     for e in &events {

@@ -9,16 +9,7 @@ use std::io::Write;
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
-    let events: Vec<Vec<u8>> = (0..20_000u64)
-        .map(|i| {
-            format!(
-                r#"{{"seq":{i},"host":"web-{}","severity":"info","message":"request {i} served in {} ms"}}"#,
-                i % 7,
-                i % 97
-            )
-            .into_bytes()
-        })
-        .collect();
+    let events = benches::log_events(20_000);
     let mut plain = Vec::new();
     for e in &events {
         plain.extend_from_slice(&(e.len() as i64).to_be_bytes());
