@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{Ident, TableName};
 use crate::options::ReadFormat;
 use crate::plan::{
-    DataFile, Dialect, Plan, RedshiftTarget, Step, TargetFacts, advisory_lock_key, plan_keys_first,
-    plan_with,
+    DIRECT_SAVEPOINT, DataFile, Dialect, Plan, RedshiftTarget, Step, TargetFacts,
+    advisory_lock_key, plan_empty_target, plan_keys_first, plan_with,
 };
 use crate::records::{KeyState, KeyTracker, RecordReader, encode_pg_text, encode_pg_text_fields};
 use crate::store::Store;
@@ -427,6 +427,7 @@ impl Loader {
         let mut facts = TargetFacts::default();
         if matches!(self.url, WarehouseUrl::Postgres(_)) {
             facts.key_indexed = key_indexed(&mut tx, &m.table, &m.pk_columns).await?;
+            facts.key_range = key_range(&mut tx, &m.table, &m.pk_columns).await?;
         }
         let p = self.make_plan(store, dir, &todo, &facts)?;
         if let Some(cm) = &p.copy_manifest {
@@ -438,7 +439,33 @@ impl Loader {
             .iter()
             .filter_map(|k| m.columns.iter().position(|c| c == k))
             .collect();
-        if let Some((keys_phase, direct)) = plan_keys_first(m, &todo, self.dialect(), &facts)? {
+        let mut loaded_direct = false;
+        // Set when the direct load saw keys repeat, or a unique index refused keys that
+        // differ only as text: the full plan then stages the rows and keeps the latest per
+        // key (whatever the text says).
+        let mut values_repeat = false;
+        if matches!(self.url, WarehouseUrl::Postgres(_))
+            && let Some(direct) = plan_empty_target(m, &todo, self.dialect())?
+            && let Some(rows) =
+                load_empty_target(&mut tx, &direct, &p, m, store, &key_idx, &mut values_repeat)
+                    .await?
+        {
+            tracing::debug!(directory = %dir.directory, "copied straight into the empty table");
+            file_rows = rows;
+            report.rows = file_rows
+                .iter()
+                .map(|(_, n)| n.unwrap_or(0).max(0) as u64)
+                .sum();
+            loaded_direct = true;
+        }
+        let keys_first = if loaded_direct || values_repeat {
+            None
+        } else {
+            plan_keys_first(m, &todo, self.dialect(), &facts)?
+        };
+        if loaded_direct {
+            // Done above.
+        } else if let Some((keys_phase, direct)) = keys_first {
             // Stage the keys (spooling the shaped rows locally and watching for repeated
             // keys); without repeats, COPY the spool straight into the table, otherwise
             // stage the files whole and keep the latest row per key.
@@ -458,21 +485,42 @@ impl Loader {
                 .as_ref()
                 .is_some_and(|k| k.state() == KeyState::Unique);
             tracing::debug!(directory = %dir.directory, unique, "keys staged");
+            // Keys distinct as text may still be equal as values (`1`, `01`): a unique
+            // index then refuses the direct load, which is undone to run the full plan.
+            let mut values_repeat = false;
             if unique {
-                let (_, spooled, _) = run_pg_steps(&mut tx, &direct, &p, m, store, extras).await?;
-                let staged_rows: u64 = staged
-                    .iter()
-                    .map(|(_, n)| n.unwrap_or(0).max(0) as u64)
-                    .sum();
-                if spooled != staged_rows {
-                    return Err(Error::Plan {
-                        table: m.table.plain(),
-                        message: format!("spooled {spooled} rows but staged {staged_rows} keys"),
-                    });
+                exec_sql(&mut tx, &format!("SAVEPOINT {DIRECT_SAVEPOINT}")).await?;
+                match run_pg_steps(&mut tx, &direct, &p, m, store, extras).await {
+                    Ok((_, spooled, _)) => {
+                        let staged_rows: u64 = staged
+                            .iter()
+                            .map(|(_, n)| n.unwrap_or(0).max(0) as u64)
+                            .sum();
+                        if spooled != staged_rows {
+                            return Err(Error::Plan {
+                                table: m.table.plain(),
+                                message: format!(
+                                    "spooled {spooled} rows but staged {staged_rows} keys"
+                                ),
+                            });
+                        }
+                        exec_sql(&mut tx, &format!("RELEASE SAVEPOINT {DIRECT_SAVEPOINT}")).await?;
+                        file_rows = staged;
+                    }
+                    Err(e) if is_unique_violation(&e) => {
+                        exec_sql(
+                            &mut tx,
+                            &format!("ROLLBACK TO SAVEPOINT {DIRECT_SAVEPOINT}"),
+                        )
+                        .await?;
+                        values_repeat = true;
+                    }
+                    Err(e) => return Err(e),
                 }
-                file_rows = staged;
             } else {
                 drop(extras);
+            }
+            if !unique || values_repeat {
                 let mut rest: Vec<Step> = p.steps.iter().skip(2).cloned().collect();
                 rest.push(Step::Execute(format!("DROP TABLE {}", crate::plan::KEYS)));
                 file_rows = run_pg_steps(&mut tx, &rest, &p, m, store, CopyExtras::default())
@@ -490,7 +538,7 @@ impl Loader {
                 .steps
                 .iter()
                 .rposition(|s| matches!(s, Step::CopyFromStdin { .. }));
-            let mut keys = (last_copy.is_some() && !key_idx.is_empty())
+            let mut keys = (last_copy.is_some() && !key_idx.is_empty() && !values_repeat)
                 .then(|| KeyTracker::new(key_idx, MAX_TRACKED_KEYS));
             let mut steps: Vec<Step> = p.steps.clone();
             let mut i = 0;
@@ -721,6 +769,83 @@ async fn run_pg_steps(
     Ok((rows, spooled_rows, extras))
 }
 
+/// Executes one statement.
+async fn exec_sql(tx: &mut sqlx::PgConnection, sql: &str) -> Result<()> {
+    sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+        .execute(&mut *tx)
+        .await
+        .map_err(Loader::db(sql.to_string()))?;
+    Ok(())
+}
+
+/// Whether an error is PostgreSQL's unique_violation (23505).
+fn is_unique_violation(e: &Error) -> bool {
+    matches!(e, Error::Database { source: sqlx::Error::Database(db), .. }
+        if db.code().as_deref() == Some("23505"))
+}
+
+/// Runs [`plan_empty_target`]'s steps: takes the table lock and, when the table is empty,
+/// COPYs the files straight into it while watching the keys. Returns the rows per file, or
+/// `None` (with everything undone back to the savepoint) when the table holds rows, a key
+/// repeats within the batch, the key tracker gave up, or a unique index refused a row: the
+/// caller then runs the full plan (with its dedupe step, `values_repeat` set, unless the
+/// table held rows).
+async fn load_empty_target(
+    tx: &mut sqlx::PgConnection,
+    steps: &[Step],
+    plan: &Plan,
+    m: &crate::manifest::Manifest,
+    store: &Store,
+    key_idx: &[usize],
+    values_repeat: &mut bool,
+) -> Result<Option<Vec<(DataFile, Option<i64>)>>> {
+    let Some((lock_and_savepoint, copies)) = steps.split_at_checked(2) else {
+        return Ok(None);
+    };
+    let (lock, savepoint) = (&lock_and_savepoint[..1], &lock_and_savepoint[1..]);
+    run_pg_steps(&mut *tx, lock, plan, m, store, CopyExtras::default()).await?;
+    let q = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", m.table);
+    let empty: bool = sqlx::query_scalar(AssertSqlSafe(q.clone()))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(Loader::db(q))?;
+    if !empty {
+        return Ok(None);
+    }
+    run_pg_steps(&mut *tx, savepoint, plan, m, store, CopyExtras::default()).await?;
+    let extras = CopyExtras {
+        fields: None,
+        keys: Some(KeyTracker::new(key_idx.to_vec(), MAX_TRACKED_KEYS)),
+        spool: None,
+    };
+    let rollback = format!("ROLLBACK TO SAVEPOINT {DIRECT_SAVEPOINT}");
+    match run_pg_steps(&mut *tx, copies, plan, m, store, extras).await {
+        Ok((rows, _, extras))
+            if extras
+                .keys
+                .as_ref()
+                .is_some_and(|k| k.state() == KeyState::Unique) =>
+        {
+            exec_sql(tx, &format!("RELEASE SAVEPOINT {DIRECT_SAVEPOINT}")).await?;
+            Ok(Some(rows))
+        }
+        Ok(_) => {
+            // Keys repeat (or too many to tell): the full plan's stage and dedupe, without
+            // reading the files once more to stage only the keys.
+            exec_sql(tx, &rollback).await?;
+            *values_repeat = true;
+            Ok(None)
+        }
+        Err(e) if is_unique_violation(&e) => {
+            // Keys equal as values though not as text (e.g. `1`, `01`).
+            exec_sql(tx, &rollback).await?;
+            *values_repeat = true;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether a PostgreSQL index on `table` leads with exactly the key columns (any order).
 pub async fn key_indexed(
     conn: &mut sqlx::PgConnection,
@@ -742,6 +867,33 @@ pub async fn key_indexed(
         .fetch_one(conn)
         .await
         .map_err(Loader::db("look up an index on the key columns"))
+}
+
+/// Whether the key is one column that leads a plain btree index on `table` (no predicate,
+/// the column's default operator class and collation): its least and greatest values are
+/// then one index probe each (see [`TargetFacts::key_range`]).
+pub async fn key_range(
+    conn: &mut sqlx::PgConnection,
+    table: &TableName,
+    pk: &[Ident],
+) -> Result<bool> {
+    let [k] = pk else {
+        return Ok(false);
+    };
+    let sql = "SELECT EXISTS (SELECT 1 FROM pg_index i \
+               JOIN pg_class c ON c.oid = i.indexrelid \
+               JOIN pg_am am ON am.oid = c.relam \
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+               JOIN pg_opclass o ON o.oid = i.indclass[0] \
+               WHERE i.indrelid = to_regclass($1) AND am.amname = 'btree' AND i.indisvalid \
+               AND i.indpred IS NULL AND a.attname = $2 AND o.opcdefault \
+               AND o.opcintype = a.atttypid AND i.indcollation[0] = a.attcollation)";
+    sqlx::query_scalar(sql)
+        .bind(table.to_string())
+        .bind(k.as_str())
+        .fetch_one(conn)
+        .await
+        .map_err(Loader::db("look up a btree index on the key column"))
 }
 
 /// A pseudo-random duration in `[0, max)` (for jitter; not cryptographic).

@@ -195,6 +195,11 @@ pub struct TargetFacts {
     /// PostgreSQL: the loader saw every key of the batch once (while staging it), so the
     /// "latest row per key" step is skipped.
     pub batch_keys_unique: bool,
+    /// PostgreSQL: the key is one column that leads a plain btree index (default operator
+    /// class and collation), so the table's least and greatest keys cost one index probe
+    /// each. Merges then probe the table only for batch keys within that range: keys
+    /// outside it cannot match (batches of new, increasing keys skip most probes).
+    pub key_range: bool,
 }
 
 /// The key-only staging table of [`plan_keys_first`].
@@ -254,6 +259,13 @@ pub fn plan_keys_first(
     let mut two = vec![ex(format!(
         "LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"
     ))];
+    let mut pk_match = pk_match;
+    if let ([k], true) = (pk.as_slice(), facts.key_range) {
+        pk_match.push_str(&format!(
+            " AND {KEYS}.{k} >= (SELECT {k} FROM {table} WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) \
+             AND {KEYS}.{k} <= (SELECT {k} FROM {table} WHERE {k} IS NOT NULL ORDER BY {k} DESC LIMIT 1)"
+        ));
+    }
     let knobs = ["enable_hashjoin", "enable_mergejoin"];
     if facts.key_indexed {
         two.extend(knobs.iter().map(|k| ex(format!("SET LOCAL {k} TO off"))));
@@ -273,6 +285,48 @@ pub fn plan_keys_first(
     });
     two.push(ex(format!("DROP TABLE {KEYS}")));
     Ok(Some((one, two)))
+}
+
+/// The savepoint the loader sets before [`plan_empty_target`]'s COPY, to fall back to.
+pub const DIRECT_SAVEPOINT: &str = "\"blueshift_direct\"";
+
+/// PostgreSQL merges into an empty table can COPY the files straight into it: with nothing
+/// in the table there is nothing to delete, and when no key repeats within the batch the
+/// "latest row per key" step keeps every row (keys are compared as text, as
+/// [`plan_keys_first`]'s loader does). Returns the steps to run
+/// once the loader holds the table lock and saw the table empty: the lock, a savepoint, one
+/// COPY per file. The loader watches the keys while copying; when a key repeats (or the
+/// table's unique index refuses a row) it rolls back to [`DIRECT_SAVEPOINT`] and runs the
+/// full plan instead. `None` for other strategies and dialects, a staging-select, or no key
+/// columns.
+pub fn plan_empty_target(
+    manifest: &Manifest,
+    files: &[DataFile],
+    dialect: Dialect,
+) -> Result<Option<Vec<Step>>> {
+    if dialect != Dialect::Postgres
+        || manifest.strategy != Strategy::Merge
+        || manifest.staging_select != StagingSelect::All
+        || manifest.pk_columns.is_empty()
+    {
+        return Ok(None);
+    }
+    // Checks the options and the file list as the full plan does.
+    plan_with(manifest, files, dialect, None, &TargetFacts::default())?;
+    let table = &manifest.table;
+    let cols = join(manifest.columns.iter());
+    let mut steps = vec![
+        Step::Execute(format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")),
+        Step::Execute(format!("SAVEPOINT {DIRECT_SAVEPOINT}")),
+    ];
+    for f in files {
+        steps.push(Step::CopyFromStdin {
+            sql: format!("COPY {table} ({cols}) FROM STDIN"),
+            file: f.clone(),
+            fields: None,
+        });
+    }
+    Ok(Some(steps))
 }
 
 /// [`plan`], given facts about the target table.

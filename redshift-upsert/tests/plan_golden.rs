@@ -433,6 +433,26 @@ fn postgres_merge_keys_first_golden() {
             r#"DROP TABLE "blueshift_keys""#,
         ]
     );
+    // With a btree-led single key, only batch keys within the table's key range are probed.
+    let ranged = TargetFacts {
+        key_indexed: true,
+        key_range: true,
+        ..TargetFacts::default()
+    };
+    let (_, two) = plan_keys_first(&m(""), &files(), Dialect::Postgres, &ranged)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        text(two)[3],
+        r#"DELETE FROM "testing" USING "blueshift_keys" WHERE "testing"."foo" = "blueshift_keys"."foo" AND "blueshift_keys"."foo" >= (SELECT "foo" FROM "testing" WHERE "foo" IS NOT NULL ORDER BY "foo" LIMIT 1) AND "blueshift_keys"."foo" <= (SELECT "foo" FROM "testing" WHERE "foo" IS NOT NULL ORDER BY "foo" DESC LIMIT 1)"#
+    );
+    // A composite key is not range-filtered.
+    let mut two_keys = m("");
+    two_keys.pk_columns = two_keys.columns.clone();
+    let (_, two) = plan_keys_first(&two_keys, &files(), Dialect::Postgres, &ranged)
+        .unwrap()
+        .unwrap();
+    assert!(!text(two.clone())[3].contains("ORDER BY"), "{two:?}");
     // Only plain PostgreSQL merges qualify.
     for extra in [
         ":strategy \"append\"",
@@ -451,4 +471,51 @@ fn postgres_merge_keys_first_golden() {
             .unwrap()
             .is_none()
     );
+}
+
+#[test]
+fn postgres_merge_into_an_empty_table_golden() {
+    use redshift_upsert::plan::{Step, plan_empty_target};
+    let steps = plan_empty_target(&m(""), &files(), Dialect::Postgres)
+        .unwrap()
+        .unwrap();
+    let text = redshift_upsert::plan::Plan {
+        dialect: Dialect::Postgres,
+        table: m("").table,
+        steps: steps.clone(),
+        copy_manifest: None,
+        read_format: None,
+        notes: vec![],
+    }
+    .statements();
+    assert_eq!(
+        text,
+        vec![
+            r#"LOCK TABLE "testing" IN SHARE ROW EXCLUSIVE MODE"#,
+            r#"SAVEPOINT "blueshift_direct""#,
+            r#"COPY "testing" ("foo", "bar") FROM STDIN /* <- in/a.tsv */"#,
+            r#"COPY "testing" ("foo", "bar") FROM STDIN /* <- in/b.tsv */"#,
+        ]
+    );
+    assert!(matches!(
+        &steps[2],
+        Step::CopyFromStdin { fields: None, .. }
+    ));
+    // Only plain PostgreSQL merges qualify.
+    for extra in [
+        ":strategy \"append\"",
+        ":strategy \"replace\"",
+        ":staging-select :distinct",
+    ] {
+        assert!(
+            plan_empty_target(&m(extra), &files(), Dialect::Postgres)
+                .unwrap()
+                .is_none(),
+            "{extra}"
+        );
+    }
+    for d in [Dialect::Sqlite, Dialect::Redshift] {
+        assert!(plan_empty_target(&m(""), &files(), d).unwrap().is_none());
+    }
+    assert!(plan_empty_target(&m(""), &[], Dialect::Postgres).is_err());
 }

@@ -514,3 +514,139 @@ async fn key_index_detection_and_indexed_merge() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_merge_into_an_empty_table_loads_what_the_general_path_loads() {
+    let Some((url, mut c)) = pg("merge_into_empty_table").await else {
+        return;
+    };
+    let h = test_services::unique_name("rsu_hist_");
+    // `e*`: empty (copied straight in); `f*`: holds an unrelated row (staged merge).
+    let names: Vec<String> = ["rsu_e_pk_", "rsu_f_pk_", "rsu_e_nopk_", "rsu_f_nopk_"]
+        .iter()
+        .map(|p| test_services::unique_name(p))
+        .collect();
+    for (i, t) in names.iter().enumerate() {
+        let pk = if i < 2 { "PRIMARY KEY" } else { "" };
+        exec(
+            &mut c,
+            &format!("CREATE TABLE {t} (id BIGINT {pk}, v TEXT)"),
+        )
+        .await;
+        if i % 2 == 1 {
+            exec(&mut c, &format!("INSERT INTO {t} VALUES (100, 'kept')")).await;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let batches: [&[(&str, &[u8])]; 3] = [
+        // Unique keys over two files, with NULL, escapes and blanks.
+        &[
+            ("a.tsv", b"id\tv\n1\tone  \n2\t\\N\n"),
+            ("b.tsv", b"id\tv\n3\ttab\\\there\n4\t\n"),
+        ],
+        // A key repeated across files: the latest row wins.
+        &[
+            ("a.tsv", b"id\tv\n5\tfive\n6\tsix\n"),
+            ("b.tsv", b"id\tv\n6\tSIX\n7\tseven\n"),
+        ],
+        // Keys equal as numbers though not as text.
+        &[("a.tsv", b"id\tv\n8\teight\n08\tEIGHT\n")],
+    ];
+    let mut got = Vec::new();
+    for (i, t) in names.iter().enumerate() {
+        let mut per_batch = Vec::new();
+        for (b, files) in batches.iter().enumerate() {
+            // Each batch starts from the table's initial state.
+            exec(&mut c, &format!("DELETE FROM {t} WHERE id <> 100")).await;
+            let d = format!("t{i}b{b}");
+            write(
+                dir.path(),
+                &format!("{d}/manifest.edn"),
+                manifest(t, "").as_bytes(),
+            );
+            for (name, data) in files.iter() {
+                write(dir.path(), &format!("{d}/{name}"), data);
+            }
+            let mut svc = service(&format!("file://{}", dir.path().display()), &url, &h);
+            let out = poll(&mut svc).await;
+            assert!(out.failed.is_empty(), "{t} batch {b}: {:?}", out.failed);
+            let mut r = rows(&mut c, t).await;
+            r.retain(|(id, _)| *id != 100);
+            per_batch.push(r);
+            std::fs::remove_dir_all(dir.path().join(&d)).unwrap();
+        }
+        got.push(per_batch);
+    }
+    let want_unique = vec![(1, s("one")), (2, None), (3, s("tab\there")), (4, s(""))];
+    let want_repeat = vec![(5, s("five")), (6, s("SIX")), (7, s("seven"))];
+    for (i, t) in names.iter().enumerate() {
+        assert_eq!(got[i][0], want_unique, "{t}");
+        assert_eq!(got[i][1], want_repeat, "{t}");
+    }
+    // With a primary key the latest row wins; without one, text keys decide (as before).
+    assert_eq!(got[0][2], vec![(8, s("EIGHT"))]);
+    assert_eq!(got[1][2], vec![(8, s("EIGHT"))]);
+    assert_eq!(got[2][2], got[3][2]);
+    // The untouched row of the non-empty tables is still there.
+    for t in [&names[1], &names[3]] {
+        assert!(rows(&mut c, t).await.contains(&(100, s("kept"))), "{t}");
+    }
+    for t in &names {
+        exec(&mut c, &format!("DROP TABLE {t}")).await;
+    }
+    exec(&mut c, &format!("DROP TABLE {h}")).await;
+}
+
+#[tokio::test]
+async fn key_range_detection_and_range_filtered_merge() {
+    let Some((url, mut c)) = pg("key_range_detection").await else {
+        return;
+    };
+    let t = test_services::unique_name("rsu_rng_");
+    let u = test_services::unique_name("rsu_hash_");
+    let h = test_services::unique_name("rsu_hist_");
+    exec(&mut c, &format!("CREATE TABLE {t} (id BIGINT PRIMARY KEY, v TEXT); CREATE TABLE {u} (id BIGINT, v TEXT); CREATE INDEX ON {u} USING hash (id)")).await;
+    let id = |s: &str| redshift_upsert::manifest::Ident::new(s).unwrap();
+    let tn = |s: &str| TableName::parse(s).unwrap();
+    use redshift_upsert::load::key_range;
+    assert!(key_range(&mut c, &tn(&t), &[id("id")]).await.unwrap());
+    assert!(!key_range(&mut c, &tn(&t), &[id("v")]).await.unwrap());
+    assert!(
+        !key_range(&mut c, &tn(&t), &[id("id"), id("v")])
+            .await
+            .unwrap()
+    );
+    assert!(!key_range(&mut c, &tn(&u), &[id("id")]).await.unwrap());
+    // Batch keys below, inside and above the table's range: only matching keys are replaced.
+    exec(
+        &mut c,
+        &format!("INSERT INTO {t} VALUES (10, 'ten'), (20, 'twenty'), (30, 'thirty')"),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "in/manifest.edn", manifest(&t, "").as_bytes());
+    write(
+        dir.path(),
+        "in/a.tsv",
+        b"id\tv\n5\tfive\n30\tTHIRTY\n25\tquarter\n10\tTEN\n40\tforty\n",
+    );
+    let mut svc = service(&format!("file://{}", dir.path().display()), &url, &h);
+    let out = poll(&mut svc).await;
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    assert_eq!(
+        rows(&mut c, &t).await,
+        vec![
+            (5, s("five")),
+            (10, s("TEN")),
+            (20, s("twenty")),
+            (25, s("quarter")),
+            (30, s("THIRTY")),
+            (40, s("forty"))
+        ]
+    );
+    exec(
+        &mut c,
+        &format!("DROP TABLE {t}; DROP TABLE {u}; DROP TABLE {h}"),
+    )
+    .await;
+}

@@ -3,7 +3,11 @@
 //! 1. `psql \copy` of N CSV rows into an empty table (the baseline);
 //! 2. the library's COPY path alone (object store -> shaping -> COPY FROM STDIN), same file;
 //! 3. a full blueshift load (merge) of the same file into an empty table;
-//! 4. a merge of the N rows into a table of M rows with 10% overlapping keys.
+//! 4. a merge of the N rows into a table of M rows with 10% overlapping keys (the batch's
+//!    keys continue the table's: the overlap is at the top of its key range), and the same
+//!    with the overlapping keys spread over the whole table.
+//!
+//! Each is the median of 3 runs (all runs are printed too).
 //!
 //! `RSU_BENCH_ROWS` (default 1 000 000) and `RSU_BENCH_BASE_ROWS` (default 10 000 000) scale it.
 //! Run: `TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo run --release -p benches --bin redshift_upsert_load`
@@ -59,9 +63,28 @@ async fn main() {
             writeln!(w, "{id},\"value {id}, quoted\",{}", id % 1000).unwrap();
         }
     }
+    // The same number of rows, 10% of them matching keys spread over the whole base table
+    // (so the key range covers the table), the rest new keys above it.
+    let spread_dir = dir.path().join("spread");
+    std::fs::create_dir_all(&spread_dir).unwrap();
+    {
+        let mut w = std::io::BufWriter::new(
+            std::fs::File::create(spread_dir.join("part-0000.csv")).unwrap(),
+        );
+        let step = (base / (rows / 10).max(1)).max(1);
+        for i in 0..rows {
+            let id = if i % 10 == 0 {
+                (i / 10) * step + 1
+            } else {
+                base + i
+            };
+            writeln!(w, "{id},\"value {id}, quoted\",{}", id % 1000).unwrap();
+        }
+    }
     let size = std::fs::metadata(&csv).unwrap().len();
     let manifest = r#"{:table "rsu_bench_target" :pk-columns ["id"] :columns ["id" "v" "n"] :options ["CSV"] :data-pattern ".*\\.csv"}"#;
     std::fs::write(data_dir.join("manifest.edn"), manifest).unwrap();
+    std::fs::write(spread_dir.join("manifest.edn"), manifest).unwrap();
     println!(
         "{rows} rows, {:.1} MiB CSV; base table {base} rows",
         size as f64 / 1048576.0
@@ -140,38 +163,74 @@ async fn main() {
     };
     let loader = Loader::new(WarehouseUrl::parse(&url).unwrap(), opts).unwrap();
     let re = regex::Regex::new(".*").unwrap();
-    exec(&mut c, &ddl("rsu_bench_target")).await;
     exec(&mut c, "DROP TABLE IF EXISTS rsu_bench_history").await;
+    loader.ensure_history().await.unwrap();
     let ready = redshift_upsert::watcher::scan(&store, &re)
         .await
         .unwrap()
         .ready;
-    let t = Instant::now();
-    let rep = loader.load(&store, &ready[0]).await.unwrap();
-    let full_empty = t.elapsed();
-    assert_eq!(rep.rows, rows);
+    let top = ready.iter().find(|d| d.directory == "in").unwrap();
+    let spread = ready.iter().find(|d| d.directory == "spread").unwrap();
+    // 3. (median of 3) a fresh empty table each time.
+    let mut empty_runs = Vec::new();
+    for _ in 0..3 {
+        exec(&mut c, &ddl("rsu_bench_target")).await;
+        exec(&mut c, "TRUNCATE rsu_bench_history").await;
+        let t = Instant::now();
+        let rep = loader.load(&store, top).await.unwrap();
+        empty_runs.push(t.elapsed());
+        assert_eq!(rep.rows, rows);
+    }
+    empty_runs.sort();
+    let full_empty = empty_runs[1];
 
-    exec(&mut c, "DROP TABLE IF EXISTS rsu_bench_target").await;
-    let t = Instant::now();
-    exec(
-        &mut c,
-        &format!(
-            "CREATE TABLE rsu_bench_target AS SELECT g::bigint AS id, 'base ' || g AS v, (g % 1000)::bigint AS n FROM generate_series(1, {base}) g; \
-             ALTER TABLE rsu_bench_target ADD PRIMARY KEY (id); ANALYZE rsu_bench_target"
-        ),
-    )
-    .await;
-    println!("(base table built in {:.1} s)", secs(t.elapsed()));
-    exec(&mut c, "TRUNCATE rsu_bench_history").await;
-    let t = Instant::now();
-    let rep = loader.load(&store, &ready[0]).await.unwrap();
-    let merge = t.elapsed();
-    assert_eq!(rep.rows, rows);
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM rsu_bench_target")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(total as u64, base + rows - rows / 10);
+    // 4. (median of 3 each) the base table is rebuilt each time; overlapping keys at the top
+    // of the table's key range, then spread over all of it.
+    let mut merge_sets: Vec<Vec<Duration>> = Vec::new();
+    for d in [top, spread] {
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            exec(&mut c, "DROP TABLE IF EXISTS rsu_bench_target").await;
+            let t = Instant::now();
+            exec(
+                &mut c,
+                &format!(
+                    "CREATE TABLE rsu_bench_target AS SELECT g::bigint AS id, 'base ' || g AS v, (g % 1000)::bigint AS n FROM generate_series(1, {base}) g; \
+                     ALTER TABLE rsu_bench_target ADD PRIMARY KEY (id); ANALYZE rsu_bench_target; CHECKPOINT"
+                ),
+            )
+            .await;
+            println!("(base table built in {:.1} s)", secs(t.elapsed()));
+            exec(&mut c, "TRUNCATE rsu_bench_history").await;
+            let t = Instant::now();
+            let rep = loader.load(&store, d).await.unwrap();
+            runs.push(t.elapsed());
+            assert_eq!(rep.rows, rows);
+            let total: i64 = sqlx::query_scalar("SELECT count(*) FROM rsu_bench_target")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(total as u64, base + rows - rows / 10);
+        }
+        runs.sort();
+        merge_sets.push(runs);
+    }
+    let merge = merge_sets[0][1];
+    let merge_spread = merge_sets[1][1];
+    let all = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.2}", secs(*d)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "runs (s): psql {}; library COPY {}; empty-table load {}; merge {}; merge, spread keys {}",
+        all(&psql_runs),
+        all(&lib_runs),
+        all(&empty_runs),
+        all(&merge_sets[0]),
+        all(&merge_sets[1])
+    );
 
     println!("| measurement | seconds | ratio |");
     println!("|---|---|---|");
@@ -194,6 +253,12 @@ async fn main() {
         secs(merge),
         secs(merge) / secs(psql),
         secs(merge) / secs(lib_copy)
+    );
+    println!(
+        "| merge of {rows} rows into {base} rows, 10% overlap spread over the table | {:.2} | {:.2}x psql, {:.2}x library COPY |",
+        secs(merge_spread),
+        secs(merge_spread) / secs(psql),
+        secs(merge_spread) / secs(lib_copy)
     );
     exec(&mut c, "DROP TABLE rsu_bench_psql; DROP TABLE rsu_bench_copy; DROP TABLE rsu_bench_target; DROP TABLE rsu_bench_history").await;
 }
