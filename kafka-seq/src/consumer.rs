@@ -70,6 +70,7 @@ pub struct ConsumerConfig {
     buffer: usize,
     max_unacked: usize,
     drain_timeout: Duration,
+    close_timeout: Duration,
 }
 
 impl ConsumerConfig {
@@ -85,6 +86,7 @@ impl ConsumerConfig {
             buffer: 256,
             max_unacked: 10_000,
             drain_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(30),
         }
     }
 
@@ -149,6 +151,16 @@ impl ConsumerConfig {
     /// final commit (default 30 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// At shutdown, after the drain, how long the final synchronous commit and leaving the
+    /// group may take (default 30 s). librdkafka waits for an unreachable group coordinator
+    /// without limit; past this bound [`ConsumerControl::closed`] reports a timeout, the
+    /// uncommitted tail is redelivered later, and the client is abandoned on its own thread
+    /// (which never holds up the runtime's shutdown).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
 
@@ -218,6 +230,7 @@ impl ConsumerConfig {
             max_unacked: self.max_unacked,
             commit_interval: self.commit_interval,
             drain_timeout: self.drain_timeout,
+            close_timeout: self.close_timeout,
             group: self.group,
             failed_revoke_commits,
         };
@@ -462,6 +475,7 @@ struct ConsumerTask {
     max_unacked: usize,
     commit_interval: Duration,
     drain_timeout: Duration,
+    close_timeout: Duration,
     group: String,
     failed_revoke_commits: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -662,9 +676,16 @@ impl ConsumerTask {
             tracker,
             group,
             failed_revoke_commits,
+            close_timeout,
             ..
         } = self;
-        let result = tokio::task::spawn_blocking(move || {
+        // The final commit and the close block in librdkafka, without limit when the group
+        // coordinator is unreachable (rd_kafka_commit waits forever). They run on a thread of
+        // their own, not `spawn_blocking`: a runtime being dropped waits for its blocking
+        // tasks, so a stuck close would hang the program's exit.
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+        let log_group = group.clone();
+        let close = move || {
             use std::sync::atomic::Ordering;
             let commits = tracker.take_commits();
             let result = if commits.is_empty() {
@@ -683,10 +704,28 @@ impl ConsumerTask {
             tracing::info!(%group, "consumer closed");
             let revoke_ok = failed_revoke_commits.load(Ordering::Relaxed) == failed_before
                 && tracker.uncommitted() == 0;
-            if revoke_ok { Ok(()) } else { result }
-        })
-        .await
-        .unwrap_or(Ok(()));
+            let _ = result_tx.send(if revoke_ok { Ok(()) } else { result });
+        };
+        let result = match std::thread::Builder::new()
+            .name("kafka-seq-close".into())
+            .spawn(close)
+        {
+            Ok(_) => match tokio::time::timeout(close_timeout, result_rx).await {
+                Ok(r) => r.unwrap_or(Ok(())),
+                Err(_) => {
+                    tracing::warn!(group = %log_group, ?close_timeout, "shutdown: final commit and close timed out (group coordinator unreachable?); the uncommitted tail will be redelivered");
+                    Err(KafkaError::ConsumerCommit(
+                        rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                    ))
+                }
+            },
+            Err(e) => {
+                tracing::warn!(group = %log_group, error = %e, "shutdown: cannot start the close thread");
+                Err(KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::Fail,
+                ))
+            }
+        };
         let _ = done.send(Some(result));
     }
 }

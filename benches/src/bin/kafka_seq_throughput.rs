@@ -2,9 +2,9 @@
 //! the same in-process mock cluster (rdkafka's `MockCluster`, real protocol over 127.0.0.1).
 //!
 //! `cargo run --release -p benches --bin kafka_seq_throughput -- [MESSAGES] [PAYLOAD_BYTES] [ROUNDS]`
-//! (defaults 40000, 100, 3; the mock cluster trims a partition's log past a few MB, so keep
-//! MESSAGES x PAYLOAD_BYTES under ~4 MB). Each round runs every variant once, alternating; the best
-//! round of each is reported. Consume times start at the first message (excluding the
+//! (defaults 40000, 100, 5; the mock cluster trims a partition's log past a few MB, so keep
+//! MESSAGES x PAYLOAD_BYTES under ~4 MB). Each round runs every variant once, bare and
+//! kafka-seq taking turns at going first; the median round of each is reported, with the range. Consume times start at the first message (excluding the
 //! consumer-group join) and end at the last; produce times start after one warm-up message
 //! was acknowledged.
 //! Target: kafka-seq >= 0.9x bare rdkafka.
@@ -61,7 +61,14 @@ fn produce_bare(brokers: &str, topic: &str, payload: &[u8], n: usize) -> Duratio
             }
         }
     }
-    producer.flush(Duration::from_secs(60)).expect("flush");
+    // Wait for every delivery report like the sink's `close` does. Not `flush`: on a
+    // ThreadedProducer, rust-rdkafka's flush polls the queue in 100 ms slices that the
+    // background thread's polling leaves empty, which added up to 100 ms to a ~30 ms job.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while producer.in_flight_count() > 0 {
+        assert!(Instant::now() < deadline, "deliveries within 60 s");
+        std::thread::sleep(Duration::from_micros(200));
+    }
     start.elapsed()
 }
 
@@ -149,59 +156,92 @@ async fn consume_seq(brokers: &str, topic: &str, group: &str, n: usize) -> Durat
     elapsed
 }
 
+/// The median of `times` (sorted in place; the upper middle for an even count).
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+/// `median msg/s (min-max)` of a variant's rounds.
+fn summary(n: usize, times: &mut [Duration]) -> String {
+    let m = median(times);
+    format!(
+        "{:.0} msg/s (rounds {:.0}-{:.0})",
+        rate(n, m),
+        rate(n, times[times.len() - 1]),
+        rate(n, times[0])
+    )
+}
+
 #[tokio::main]
 async fn main() {
     let n = arg(1, 40_000);
     let size = arg(2, 100);
-    let rounds = arg(3, 3).max(1);
+    let rounds = arg(3, 5).max(1);
     let cluster = MockCluster::new(1).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
     let payload = bytes::Bytes::from(vec![b'x'; size]);
-    println!("kafka_seq_throughput: {n} messages of {size} B, {rounds} rounds, best of each");
+    println!(
+        "kafka_seq_throughput: {n} messages of {size} B, {rounds} rounds, medians (order alternates)"
+    );
 
-    let (mut pb, mut ps, mut cb, mut cs) =
-        (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
-    let mut cbo = Duration::MAX;
+    let (mut pb, mut ps, mut cb, mut cbo, mut cs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let (t1, t2) = (format!("bare-{round}"), format!("seq-{round}"));
         cluster.create_topic(&t1, 1, 1).expect("topic");
         cluster.create_topic(&t2, 1, 1).expect("topic");
-        let (b, t, p) = (brokers.clone(), t1.clone(), payload.clone());
-        pb = pb.min(
-            tokio::task::spawn_blocking(move || produce_bare(&b, &t, &p, n))
-                .await
-                .expect("join"),
-        );
-        ps = ps.min(produce_seq(&brokers, &t2, &payload, n).await);
-        // Both consumers read the same topic (written by the bare producer).
-        cb = cb.min(consume_bare(&brokers, &t1, &format!("gb-{round}"), n, false).await);
-        cbo = cbo.min(consume_bare(&brokers, &t1, &format!("gbo-{round}"), n, true).await);
-        cs = cs.min(consume_seq(&brokers, &t1, &format!("gs-{round}"), n).await);
+        // Alternate which side goes first, so neither always meets a warmer (or busier)
+        // cluster.
+        let bare_first = round % 2 == 0;
+        for side in [bare_first, !bare_first] {
+            if side {
+                let (b, t, p) = (brokers.clone(), t1.clone(), payload.clone());
+                pb.push(
+                    tokio::task::spawn_blocking(move || produce_bare(&b, &t, &p, n))
+                        .await
+                        .expect("join"),
+                );
+            } else {
+                ps.push(produce_seq(&brokers, &t2, &payload, n).await);
+            }
+        }
+        // Every consumer reads the same topic (written by the bare producer).
+        for side in [bare_first, !bare_first] {
+            if side {
+                cb.push(consume_bare(&brokers, &t1, &format!("gb-{round}"), n, false).await);
+                cbo.push(consume_bare(&brokers, &t1, &format!("gbo-{round}"), n, true).await);
+            } else {
+                cs.push(consume_seq(&brokers, &t1, &format!("gs-{round}"), n).await);
+            }
+        }
         println!(
             "round {round}: produce bare {:.0}/s seq {:.0}/s; consume bare {:.0}/s bare-owned {:.0}/s seq {:.0}/s",
-            rate(n, pb),
-            rate(n, ps),
-            rate(n, cb),
-            rate(n, cbo),
-            rate(n, cs)
+            rate(n, pb[round]),
+            rate(n, ps[round]),
+            rate(n, cb[round]),
+            rate(n, cbo[round]),
+            rate(n, cs[round])
         );
     }
+    let ratio = |bare: &mut [Duration], seq: &mut [Duration]| {
+        median(bare).as_secs_f64() / median(seq).as_secs_f64()
+    };
     println!(
-        "produce: bare rdkafka {:.0} msg/s, kafka-seq sink {:.0} msg/s, ratio {:.2}",
-        rate(n, pb),
-        rate(n, ps),
-        pb.as_secs_f64() / ps.as_secs_f64()
+        "produce: bare rdkafka {}, kafka-seq sink {}, ratio of medians {:.2}",
+        summary(n, &mut pb),
+        summary(n, &mut ps),
+        ratio(&mut pb, &mut ps)
     );
     println!(
-        "consume: bare rdkafka detach+store_offset {:.0} msg/s, kafka-seq stream {:.0} msg/s, ratio {:.2}",
-        rate(n, cbo),
-        rate(n, cs),
-        cbo.as_secs_f64() / cs.as_secs_f64()
+        "consume: bare rdkafka detach+store_offset {}, kafka-seq stream {}, ratio of medians {:.2}",
+        summary(n, &mut cbo),
+        summary(n, &mut cs),
+        ratio(&mut cbo, &mut cs)
     );
     println!(
-        "consume: bare rdkafka borrowed, no offsets {:.0} msg/s, kafka-seq stream {:.0} msg/s, ratio {:.2}",
-        rate(n, cb),
-        rate(n, cs),
-        cb.as_secs_f64() / cs.as_secs_f64()
+        "consume: bare rdkafka borrowed, no offsets {}, ratio of medians {:.2}",
+        summary(n, &mut cb),
+        ratio(&mut cb, &mut cs)
     );
 }
