@@ -537,15 +537,20 @@ impl ConsumerTask {
         })
     }
 
-    /// Hands a batch to the stream, committing on schedule while the stream is full.
-    /// `false` when the consumer must stop (shutdown, or the stream was dropped).
+    /// Hands what `pending` holds (if anything) to the stream, leaving it empty, and commits
+    /// on schedule while the stream is full. `false` when the consumer must stop (shutdown,
+    /// or the stream was dropped).
     async fn send_batch(
         &self,
         tx: &mpsc::Sender<Batch>,
-        batch: Batch,
+        pending: &mut Batch,
         cancel: &CancellationToken,
         next_commit: &mut tokio::time::Instant,
     ) -> bool {
+        if pending.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(pending, Vec::with_capacity(BATCH));
         let batch = match tx.try_send(batch) {
             Ok(()) => return true,
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
@@ -594,11 +599,11 @@ impl ConsumerTask {
                     Ok(p) => p,
                     Err(_) => {
                         // max_unacked reached: hand over what we have, wait for acks.
-                        if !batch.is_empty() {
-                            let b = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                            if !self.send_batch(&tx, b, &cancel, &mut next_commit).await {
-                                break 'fetch;
-                            }
+                        if !self
+                            .send_batch(&tx, &mut batch, &cancel, &mut next_commit)
+                            .await
+                        {
+                            break 'fetch;
                         }
                         tokio::select! {
                             biased;
@@ -616,11 +621,11 @@ impl ConsumerTask {
                 let next = match stream.next().now_or_never() {
                     Some(m) => m,
                     None => {
-                        if !batch.is_empty() {
-                            let b = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                            if !self.send_batch(&tx, b, &cancel, &mut next_commit).await {
-                                break 'fetch;
-                            }
+                        if !self
+                            .send_batch(&tx, &mut batch, &cancel, &mut next_commit)
+                            .await
+                        {
+                            break 'fetch;
                         }
                         tokio::select! {
                             biased;
@@ -644,11 +649,12 @@ impl ConsumerTask {
                         source: e,
                     })),
                 }
-                if batch.len() >= BATCH {
-                    let b = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    if !self.send_batch(&tx, b, &cancel, &mut next_commit).await {
-                        break 'fetch;
-                    }
+                if batch.len() >= BATCH
+                    && !self
+                        .send_batch(&tx, &mut batch, &cancel, &mut next_commit)
+                        .await
+                {
+                    break 'fetch;
                 }
             }
         }
