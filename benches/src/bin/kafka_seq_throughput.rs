@@ -8,6 +8,10 @@
 //! consumer-group join) and end at the last; produce times start after one warm-up message
 //! was acknowledged.
 //! Target: kafka-seq >= 0.9x bare rdkafka.
+//!
+//! For profiling one variant, `KAFKA_SEQ_BENCH_ONLY=consume-seq` (comma-separated among
+//! `produce-bare`, `produce-seq`, `consume-bare`, `consume-bare-owned`, `consume-seq`) runs
+//! only those; the consumers' topic is still written by the bare producer.
 
 use std::time::{Duration, Instant};
 
@@ -185,6 +189,8 @@ async fn main() {
         "kafka_seq_throughput: {n} messages of {size} B, {rounds} rounds, medians (order alternates)"
     );
 
+    let only = std::env::var("KAFKA_SEQ_BENCH_ONLY").ok();
+    let run = |variant: &str| only.as_deref().is_none_or(|o| o.split(',').any(|v| v == variant));
     let (mut pb, mut ps, mut cb, mut cbo, mut cs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -197,32 +203,41 @@ async fn main() {
         for side in [bare_first, !bare_first] {
             if side {
                 let (b, t, p) = (brokers.clone(), t1.clone(), payload.clone());
-                pb.push(
-                    tokio::task::spawn_blocking(move || produce_bare(&b, &t, &p, n))
-                        .await
-                        .expect("join"),
-                );
-            } else {
+                let time = tokio::task::spawn_blocking(move || produce_bare(&b, &t, &p, n))
+                    .await
+                    .expect("join");
+                if run("produce-bare") {
+                    pb.push(time);
+                }
+            } else if run("produce-seq") {
                 ps.push(produce_seq(&brokers, &t2, &payload, n).await);
             }
         }
         // Every consumer reads the same topic (written by the bare producer).
         for side in [bare_first, !bare_first] {
             if side {
-                cb.push(consume_bare(&brokers, &t1, &format!("gb-{round}"), n, false).await);
-                cbo.push(consume_bare(&brokers, &t1, &format!("gbo-{round}"), n, true).await);
-            } else {
+                if run("consume-bare") {
+                    cb.push(consume_bare(&brokers, &t1, &format!("gb-{round}"), n, false).await);
+                }
+                if run("consume-bare-owned") {
+                    cbo.push(consume_bare(&brokers, &t1, &format!("gbo-{round}"), n, true).await);
+                }
+            } else if run("consume-seq") {
                 cs.push(consume_seq(&brokers, &t1, &format!("gs-{round}"), n).await);
             }
         }
+        let last = |times: &[Duration]| times.last().map_or(0.0, |t| rate(n, *t));
         println!(
             "round {round}: produce bare {:.0}/s seq {:.0}/s; consume bare {:.0}/s bare-owned {:.0}/s seq {:.0}/s",
-            rate(n, pb[round]),
-            rate(n, ps[round]),
-            rate(n, cb[round]),
-            rate(n, cbo[round]),
-            rate(n, cs[round])
+            last(&pb),
+            last(&ps),
+            last(&cb),
+            last(&cbo),
+            last(&cs)
         );
+    }
+    if only.is_some() {
+        return;
     }
     let ratio = |bare: &mut [Duration], seq: &mut [Duration]| {
         median(bare).as_secs_f64() / median(seq).as_secs_f64()
