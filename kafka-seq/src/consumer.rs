@@ -9,9 +9,11 @@
 //! point before it for the rest of the assignment, so it is delivered again after a restart
 //! or rebalance: at least once, never "committed but not processed".
 //!
+//! Messages are fetched when the stream is polled, on the polling task, and rebalances are
+//! served then too (as with any Kafka consumer: poll at least every `max.poll.interval.ms`).
 //! Backpressure: at most [`max_unacked`](ConsumerConfig::max_unacked) messages are out
-//! unacknowledged; past that, fetching waits for acknowledgements. Remember to acknowledge
-//! messages you filter out.
+//! unacknowledged; past that, the stream waits for acknowledgements before fetching more.
+//! Remember to acknowledge messages you filter out.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kafka_seq::Error> {
@@ -34,20 +36,21 @@
 //! ```
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, watch};
 
 use crate::offsets::Tracker;
 use crate::{Error, kafka_err};
@@ -67,7 +70,6 @@ pub struct ConsumerConfig {
     subscription: Subscription,
     properties: Vec<(String, String)>,
     commit_interval: Duration,
-    buffer: usize,
     max_unacked: usize,
     drain_timeout: Duration,
     close_timeout: Duration,
@@ -83,7 +85,6 @@ impl ConsumerConfig {
             subscription: Subscription::Topics(Vec::new()),
             properties: Vec::new(),
             commit_interval: Duration::from_secs(1),
-            buffer: 256,
             max_unacked: 10_000,
             drain_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(30),
@@ -133,17 +134,11 @@ impl ConsumerConfig {
         self
     }
 
-    /// About how many fetched messages wait between the client and the stream (default
-    /// 256; handed over in batches of up to 64 of what librdkafka had ready).
-    pub fn buffer(mut self, messages: usize) -> Self {
-        self.buffer = messages.max(1);
-        self
-    }
-
-    /// At most this many messages are out unacknowledged (default 10 000): the bound on
-    /// memory and on what is redelivered after a crash.
+    /// At most this many messages are out unacknowledged (default 10 000), the bound on the
+    /// memory they hold; the stream waits for acknowledgements past it. (What a crash
+    /// redelivers is everything after a partition's oldest unacknowledged message.)
     pub fn max_unacked(mut self, messages: usize) -> Self {
-        self.max_unacked = messages.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        self.max_unacked = messages.clamp(1, 1 << 30);
         self
     }
 
@@ -191,12 +186,14 @@ impl ConsumerConfig {
             what: "kafka_seq::ConsumerConfig::subscribe",
         })?;
         let tracker = Arc::new(Tracker::default());
-        let failed_revoke_commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failed_revoke_commits = Arc::new(AtomicUsize::new(0));
         let context = SeqContext {
             tracker: tracker.clone(),
             group: self.group.clone(),
             failed_revoke_commits: failed_revoke_commits.clone(),
         };
+        // StreamConsumer::from_config_and_context spawns its wake-up task on the current
+        // runtime (checked above).
         let consumer: StreamConsumer<SeqContext> = self
             .client_config()
             .create_with_context(context)
@@ -219,28 +216,34 @@ impl ConsumerConfig {
                 )))?;
             }
         }
-        let (tx, rx) = mpsc::channel(self.buffer.div_ceil(BATCH).max(1));
-        let (done_tx, done_rx) = watch::channel(None);
-        let cancel = CancellationToken::new();
-        let task_tracker = tracker.clone();
-        let task = ConsumerTask {
-            consumer: Arc::new(consumer),
+        let consumer = Arc::new(consumer);
+        let shared = Arc::new(Shared {
             tracker,
-            permits: Arc::new(Semaphore::new(self.max_unacked)),
+            outstanding: AtomicUsize::new(0),
             max_unacked: self.max_unacked,
+            stream_waker: AtomicWaker::new(),
+            stopping: AtomicBool::new(false),
+            stop_notify: Notify::new(),
+            group: self.group.clone(),
+            closing: AtomicBool::new(false),
+            drained: Notify::new(),
+            fetcher: Mutex::new(Some(Fetcher::new(consumer.clone(), |c| c.stream()))),
+        });
+        let (done_tx, done_rx) = watch::channel(None);
+        let task = Committer {
+            consumer,
+            shared: shared.clone(),
             commit_interval: self.commit_interval,
             drain_timeout: self.drain_timeout,
             close_timeout: self.close_timeout,
             group: self.group,
             failed_revoke_commits,
         };
-        runtime.spawn(task.run(tx, cancel.clone(), done_tx));
+        runtime.spawn(task.run(done_tx));
         Ok(KafkaStream {
-            rx,
-            batch: Vec::new().into_iter(),
+            finished: false,
             control: ConsumerControl {
-                tracker: task_tracker,
-                cancel,
+                shared,
                 done: done_rx,
             },
         })
@@ -273,16 +276,16 @@ pub struct KafkaMessage {
 /// [`ack`](Self::ack) lets the commit point move past the message once every earlier message
 /// of its partition is acknowledged too. Dropping the handle without acknowledging (or
 /// [`nack`](Self::nack)) keeps the commit point before the message for the rest of the
-/// partition's assignment, so it is consumed again after a restart or rebalance.
+/// partition's assignment, so it is consumed again after a restart or rebalance. Either way
+/// the message stops counting against [`max_unacked`](ConsumerConfig::max_unacked).
 pub struct Ack {
-    tracker: Arc<Tracker>,
+    shared: Arc<Shared>,
     topic: Arc<str>,
     partition: i32,
     offset: i64,
     generation: u64,
     tracked: bool,
     done: bool,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl std::fmt::Debug for Ack {
@@ -300,7 +303,8 @@ impl Ack {
     pub fn ack(mut self) {
         self.done = true;
         if self.tracked {
-            self.tracker
+            self.shared
+                .tracker
                 .ack(&self.topic, self.partition, self.offset, self.generation);
         }
     }
@@ -314,7 +318,8 @@ impl Ack {
 
     fn do_nack(&self) {
         if self.tracked {
-            self.tracker
+            self.shared
+                .tracker
                 .nack(&self.topic, self.partition, self.offset, self.generation);
         }
     }
@@ -325,22 +330,78 @@ impl Drop for Ack {
         if !self.done {
             self.do_nack();
         }
+        self.shared.release();
+    }
+}
+
+/// The client's message stream, which borrows the client it is kept with.
+type Messages<'a> = MessageStream<'a, SeqContext>;
+
+self_cell::self_cell!(
+    /// The client and its message stream.
+    struct Fetcher {
+        owner: Arc<StreamConsumer<SeqContext>>,
+        #[covariant]
+        dependent: Messages,
+    }
+);
+
+/// What the stream, the acknowledgement handles, the control handle and the committing
+/// task share.
+struct Shared {
+    tracker: Arc<Tracker>,
+    /// Messages handed out and not acknowledged (or nacked, or dropped) yet; only the
+    /// stream adds to it, never past `max_unacked`.
+    outstanding: AtomicUsize,
+    max_unacked: usize,
+    /// The stream's task: woken when `outstanding` drops below `max_unacked` and at shutdown.
+    stream_waker: AtomicWaker,
+    /// Set by shutdown: the stream yields nothing more; `stop_notify` tells the committer.
+    stopping: AtomicBool,
+    stop_notify: Notify,
+    group: String,
+    /// Set when the committer waits for `outstanding` to reach zero; `drained` tells it.
+    closing: AtomicBool,
+    drained: Notify,
+    /// The fetching half, polled by the stream on its own task (no hand-over between
+    /// tasks); the committer takes it away at shutdown so that it holds the last reference
+    /// to the client when it closes it.
+    fetcher: Mutex<Option<Fetcher>>,
+}
+
+impl Shared {
+    /// One handed-out message is done with (acknowledged or not).
+    fn release(&self) {
+        let before = self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        if before == self.max_unacked {
+            self.stream_waker.wake();
+        }
+        if before == 1 && self.closing.load(Ordering::SeqCst) {
+            self.drained.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stream_waker.wake();
+        // Stores a permit when the committer is not waiting yet: never lost.
+        self.stop_notify.notify_one();
+    }
+
+    fn fetcher(&self) -> std::sync::MutexGuard<'_, Option<Fetcher>> {
+        self.fetcher.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// The stream of a consumer group's messages; see the [module docs](self).
 ///
-/// Ends after [`ConsumerControl::shutdown`]. Dropping it shuts the consumer down too.
+/// Messages are fetched from librdkafka when the stream is polled, on the polling task (no
+/// hand-over through a channel). Ends after [`ConsumerControl::shutdown`]. Dropping it shuts
+/// the consumer down too.
 pub struct KafkaStream {
-    rx: mpsc::Receiver<Batch>,
-    batch: std::vec::IntoIter<Result<KafkaMessage, Error>>,
+    finished: bool,
     control: ConsumerControl,
 }
-
-/// Messages travel from the consumer task to the stream in batches of what librdkafka had
-/// ready, to keep the hand-over cost off the per-message path.
-type Batch = Vec<Result<KafkaMessage, Error>>;
-const BATCH: usize = 64;
 
 impl std::fmt::Debug for KafkaStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -355,42 +416,147 @@ impl KafkaStream {
     }
 }
 
+impl Drop for KafkaStream {
+    fn drop(&mut self) {
+        self.control.shutdown();
+    }
+}
+
+/// A fetched message turned into a [`KafkaMessage`], or why not.
+enum Fetched {
+    Message(KafkaMessage),
+    /// A stale message of a revoked partition: its new owner reads it.
+    Stale,
+    Failed(KafkaError),
+    End,
+}
+
 impl Stream for KafkaStream {
     type Item = Result<KafkaMessage, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let shared = self.control.shared.clone();
         loop {
-            if let Some(m) = self.batch.next() {
-                return Poll::Ready(Some(m));
+            // max_unacked reached: wait for an acknowledgement (or shutdown).
+            if shared.outstanding.load(Ordering::SeqCst) >= shared.max_unacked {
+                shared.stream_waker.register(cx.waker());
+                if shared.outstanding.load(Ordering::SeqCst) >= shared.max_unacked
+                    && !shared.stopping.load(Ordering::SeqCst)
+                {
+                    return Poll::Pending;
+                }
             }
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+            let polled = {
+                let mut fetcher = shared.fetcher();
+                match fetcher.as_mut() {
+                    Some(f) if !shared.stopping.load(Ordering::SeqCst) => {
+                        f.with_dependent_mut(|_, messages| match messages.poll_next_unpin(cx) {
+                            Poll::Ready(Some(Ok(m))) => Poll::Ready(match message(&shared, &m) {
+                                Some(m) => Fetched::Message(m),
+                                None => Fetched::Stale,
+                            }),
+                            Poll::Ready(Some(Err(e))) => Poll::Ready(Fetched::Failed(e)),
+                            Poll::Ready(None) => Poll::Ready(Fetched::End),
+                            Poll::Pending => Poll::Pending,
+                        })
+                    }
+                    _ => Poll::Ready(Fetched::End),
+                }
+            };
+            match polled {
+                Poll::Ready(Fetched::Message(m)) => return Poll::Ready(Some(Ok(m))),
+                Poll::Ready(Fetched::Stale) => continue,
+                Poll::Ready(Fetched::Failed(e)) => {
+                    return Poll::Ready(Some(Err(Error::Kafka {
+                        op: format!("consume in group {}", shared.group),
+                        source: e,
+                    })));
+                }
+                Poll::Ready(Fetched::End) => {
+                    self.finished = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    // librdkafka wakes us when messages arrive; shutdown wakes us through
+                    // this waker.
+                    shared.stream_waker.register(cx.waker());
+                    if shared.stopping.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
 }
 
+/// Copies a fetched message out of librdkafka and starts tracking it; `None` when its
+/// partition is no longer assigned here.
+fn message(shared: &Arc<Shared>, m: &BorrowedMessage<'_>) -> Option<KafkaMessage> {
+    let delivered = shared
+        .tracker
+        .deliver(m.topic(), m.partition(), m.offset())?;
+    let headers = match m.headers() {
+        Some(h) => h
+            .iter()
+            .map(|h| (h.key.to_string(), h.value.map(Bytes::copy_from_slice)))
+            .collect(),
+        None => Vec::new(),
+    };
+    // Counted before the Ack exists: its drop releases it.
+    shared.outstanding.fetch_add(1, Ordering::SeqCst);
+    Some(KafkaMessage {
+        topic: delivered.topic.clone(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(Bytes::copy_from_slice),
+        payload: m.payload().map(Bytes::copy_from_slice),
+        timestamp: m.timestamp().to_millis(),
+        headers,
+        ack: Ack {
+            shared: shared.clone(),
+            topic: delivered.topic,
+            partition: m.partition(),
+            offset: m.offset(),
+            generation: delivered.generation,
+            tracked: delivered.tracked,
+            done: false,
+        },
+    })
+}
+
 /// Shuts a [`KafkaStream`]'s consumer down; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ConsumerControl {
-    tracker: Arc<Tracker>,
-    cancel: CancellationToken,
+    shared: Arc<Shared>,
     done: watch::Receiver<Option<Result<(), KafkaError>>>,
 }
 
+impl std::fmt::Debug for ConsumerControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerControl")
+            .field(
+                "outstanding",
+                &self.shared.outstanding.load(Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 impl ConsumerControl {
-    /// Stops fetching: the stream ends after the messages already fetched. The consumer
-    /// then waits (up to the drain timeout) for outstanding messages to be acknowledged,
-    /// commits synchronously, and leaves the group.
+    /// Stops fetching: the stream ends at its next poll. The consumer then waits (up to the
+    /// drain timeout) for outstanding messages to be acknowledged, commits synchronously,
+    /// and leaves the group.
     pub fn shutdown(&self) {
-        self.cancel.cancel();
+        self.shared.stop();
     }
 
     /// The partitions currently assigned to this consumer, sorted by topic and partition.
     pub fn assignment(&self) -> Vec<(Arc<str>, i32)> {
-        self.tracker.assignment()
+        self.shared.tracker.assignment()
     }
 
     /// Waits until the consumer has made its final commit and left the group (after
@@ -416,7 +582,7 @@ struct SeqContext {
     tracker: Arc<Tracker>,
     group: String,
     /// Commits on revoke that failed (their messages will be redelivered).
-    failed_revoke_commits: Arc<std::sync::atomic::AtomicUsize>,
+    failed_revoke_commits: Arc<AtomicUsize>,
 }
 
 impl ClientContext for SeqContext {}
@@ -444,8 +610,7 @@ impl ConsumerContext for SeqContext {
                 if commit.count() > 0
                     && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
                 {
-                    self.failed_revoke_commits
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.failed_revoke_commits.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(group = %self.group, error = %e, "commit on revoke failed; the partitions' unacknowledged tail will be redelivered");
                 }
                 tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked");
@@ -468,16 +633,16 @@ impl ConsumerContext for SeqContext {
     }
 }
 
-struct ConsumerTask {
+/// Commits acknowledged progress periodically, and at shutdown drains, commits
+/// synchronously and closes the client.
+struct Committer {
     consumer: Arc<StreamConsumer<SeqContext>>,
-    tracker: Arc<Tracker>,
-    permits: Arc<Semaphore>,
-    max_unacked: usize,
+    shared: Arc<Shared>,
     commit_interval: Duration,
     drain_timeout: Duration,
     close_timeout: Duration,
     group: String,
-    failed_revoke_commits: Arc<std::sync::atomic::AtomicUsize>,
+    failed_revoke_commits: Arc<AtomicUsize>,
 }
 
 fn commit_list(commits: &[(Arc<str>, i32, i64)]) -> TopicPartitionList {
@@ -488,9 +653,10 @@ fn commit_list(commits: &[(Arc<str>, i32, i64)]) -> TopicPartitionList {
     tpl
 }
 
-impl ConsumerTask {
+impl Committer {
     fn commit_async(&self) {
-        let commits = self.tracker.take_commits();
+        let tracker = &self.shared.tracker;
+        let commits = tracker.take_commits();
         if commits.is_empty() {
             return;
         }
@@ -498,175 +664,41 @@ impl ConsumerTask {
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::warn!(group = %self.group, error = %e, "offset commit failed; retrying");
             for (t, p, o) in &commits {
-                self.tracker.commit_failed(t, *p, *o);
+                tracker.commit_failed(t, *p, *o);
             }
         }
     }
 
-    fn message(
-        &self,
-        m: &BorrowedMessage<'_>,
-        permit: OwnedSemaphorePermit,
-    ) -> Option<KafkaMessage> {
-        let delivered = self.tracker.deliver(m.topic(), m.partition(), m.offset())?;
-        let headers = match m.headers() {
-            Some(h) => h
-                .iter()
-                .map(|h| (h.key.to_string(), h.value.map(Bytes::copy_from_slice)))
-                .collect(),
-            None => Vec::new(),
-        };
-        Some(KafkaMessage {
-            topic: delivered.topic.clone(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(Bytes::copy_from_slice),
-            payload: m.payload().map(Bytes::copy_from_slice),
-            timestamp: m.timestamp().to_millis(),
-            headers,
-            ack: Ack {
-                tracker: self.tracker.clone(),
-                topic: delivered.topic,
-                partition: m.partition(),
-                offset: m.offset(),
-                generation: delivered.generation,
-                tracked: delivered.tracked,
-                done: false,
-                _permit: permit,
-            },
-        })
+    /// Resolves once shutdown was asked for (or the stream dropped).
+    async fn stopped(&self) {
+        while !self.shared.stopping.load(Ordering::SeqCst) {
+            self.shared.stop_notify.notified().await;
+        }
     }
 
-    /// Hands what `pending` holds (if anything) to the stream, leaving it empty, and commits
-    /// on schedule while the stream is full. `false` when the consumer must stop (shutdown,
-    /// or the stream was dropped).
-    async fn send_batch(
-        &self,
-        tx: &mpsc::Sender<Batch>,
-        pending: &mut Batch,
-        cancel: &CancellationToken,
-        next_commit: &mut tokio::time::Instant,
-    ) -> bool {
-        if pending.is_empty() {
-            return true;
-        }
-        let batch = std::mem::replace(pending, Vec::with_capacity(BATCH));
-        let batch = match tx.try_send(batch) {
-            Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            Err(mpsc::error::TrySendError::Full(b)) => b,
-        };
+    async fn run(self, done: watch::Sender<Option<Result<(), KafkaError>>>) {
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.commit_interval,
+            self.commit_interval,
+        );
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => return false,
-                r = tx.reserve() => match r {
-                    Ok(slot) => {
-                        slot.send(batch);
-                        return true;
-                    }
-                    Err(_) => return false,
-                },
-                () = tokio::time::sleep_until(*next_commit) => {
-                    self.commit_async();
-                    *next_commit = tokio::time::Instant::now() + self.commit_interval;
-                }
+                () = self.stopped() => break,
+                _ = ticker.tick() => self.commit_async(),
             }
         }
-    }
-
-    async fn run(
-        self,
-        tx: mpsc::Sender<Batch>,
-        cancel: CancellationToken,
-        done: watch::Sender<Option<Result<(), KafkaError>>>,
-    ) {
-        use futures::FutureExt;
-        let mut next_commit = tokio::time::Instant::now() + self.commit_interval;
-        {
-            let mut stream = self.consumer.stream();
-            let mut batch: Batch = Vec::with_capacity(BATCH);
-            'fetch: loop {
-                if cancel.is_cancelled() || tx.is_closed() {
-                    break 'fetch;
-                }
-                let now = tokio::time::Instant::now();
-                if now >= next_commit {
-                    self.commit_async();
-                    next_commit = now + self.commit_interval;
-                }
-                let permit = match self.permits.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(_) => {
-                        // max_unacked reached: hand over what we have, wait for acks.
-                        if !self
-                            .send_batch(&tx, &mut batch, &cancel, &mut next_commit)
-                            .await
-                        {
-                            break 'fetch;
-                        }
-                        tokio::select! {
-                            biased;
-                            () = cancel.cancelled() => break 'fetch,
-                            () = tx.closed() => break 'fetch,
-                            () = tokio::time::sleep_until(next_commit) => continue 'fetch,
-                            p = self.permits.clone().acquire_owned() => match p {
-                                Ok(p) => p,
-                                Err(_) => break 'fetch,
-                            },
-                        }
-                    }
-                };
-                // Take what librdkafka already has without waiting; wait only when empty.
-                let next = match stream.next().now_or_never() {
-                    Some(m) => m,
-                    None => {
-                        if !self
-                            .send_batch(&tx, &mut batch, &cancel, &mut next_commit)
-                            .await
-                        {
-                            break 'fetch;
-                        }
-                        tokio::select! {
-                            biased;
-                            () = cancel.cancelled() => break 'fetch,
-                            () = tx.closed() => break 'fetch,
-                            () = tokio::time::sleep_until(next_commit) => continue 'fetch,
-                            m = stream.next() => m,
-                        }
-                    }
-                };
-                match next {
-                    None => break 'fetch,
-                    Some(Ok(m)) => {
-                        // None: a stale message of a revoked partition; its new owner reads it.
-                        if let Some(msg) = self.message(&m, permit) {
-                            batch.push(Ok(msg));
-                        }
-                    }
-                    Some(Err(e)) => batch.push(Err(Error::Kafka {
-                        op: format!("consume in group {}", self.group),
-                        source: e,
-                    })),
-                }
-                if batch.len() >= BATCH
-                    && !self
-                        .send_batch(&tx, &mut batch, &cancel, &mut next_commit)
-                        .await
-                {
-                    break 'fetch;
-                }
-            }
-        }
-        let mut ticker = tokio::time::interval(self.commit_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Messages still buffered are dropped with the sender unless the stream takes them.
-        drop(tx);
-        let all = u32::try_from(self.max_unacked).unwrap_or(u32::MAX);
+        // Drain: wait for every handed-out message to be acknowledged (or dropped).
+        self.shared.closing.store(true, Ordering::SeqCst);
         let drain = async {
             loop {
+                let drained = self.shared.drained.notified();
+                if self.shared.outstanding.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
                 tokio::select! {
-                    p = self.permits.acquire_many(all) => { drop(p); break; }
+                    () = drained => {}
                     _ = ticker.tick() => self.commit_async(),
                 }
             }
@@ -677,9 +709,9 @@ impl ConsumerTask {
         {
             tracing::warn!(group = %self.group, "shutdown: unacknowledged messages remain; they will be redelivered");
         }
-        let ConsumerTask {
+        let Committer {
             consumer,
-            tracker,
+            shared,
             group,
             failed_revoke_commits,
             close_timeout,
@@ -692,7 +724,10 @@ impl ConsumerTask {
         let (result_tx, result_rx) = tokio::sync::oneshot::channel();
         let log_group = group.clone();
         let close = move || {
-            use std::sync::atomic::Ordering;
+            // Waits for a poll in progress on the stream's task, then this thread holds the
+            // last reference to the client.
+            drop(shared.fetcher().take());
+            let tracker = &shared.tracker;
             let commits = tracker.take_commits();
             let result = if commits.is_empty() {
                 Ok(())

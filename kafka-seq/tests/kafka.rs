@@ -222,15 +222,26 @@ async fn two_consumers_split_partitions_and_a_rebalance_loses_nothing() {
         seen.insert(id(&m));
         m.ack.ack();
     }
-    // B joins: A's partitions are revoked (committing A's progress) and split.
+    // B joins: A's partitions are revoked (committing A's progress) and split. Rebalances
+    // are served while a stream is polled (as with any Kafka consumer), so both are polled.
     let b = consumer(&brokers, &group, &topic);
     let cb = b.control();
-    // A keeps polling (its stream buffers) while the group rebalances.
+    let mut both = futures::stream::select(a.map(|m| ('a', m)), b.map(|m| ('b', m)));
+    let mut by = HashMap::new();
+    let mut take = |who: char, m: KafkaMessage, seen: &mut BTreeSet<usize>| {
+        by.entry(who)
+            .or_insert_with(BTreeSet::new)
+            .insert(m.partition);
+        seen.insert(id(&m));
+        m.ack.ack();
+    };
     for _ in 0..300 {
         if !cb.assignment().is_empty() && ca.assignment().len() + cb.assignment().len() == 4 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(Some((who, m))) = timeout(Duration::from_millis(100), both.next()).await {
+            take(who, m.unwrap(), &mut seen);
+        }
     }
     let (pa, pb) = (ca.assignment(), cb.assignment());
     assert!(
@@ -238,16 +249,9 @@ async fn two_consumers_split_partitions_and_a_rebalance_loses_nothing() {
         "split: A {pa:?}, B {pb:?}"
     );
     produce(&brokers, &topic, 200..400, 4).await;
-    let mut both = futures::stream::select(a.map(|m| ('a', m)), b.map(|m| ('b', m)));
-    let mut by = HashMap::new();
     while seen.len() < 400 {
         let (who, m) = timeout(WAIT, both.next()).await.unwrap().unwrap();
-        let m = m.unwrap();
-        by.entry(who)
-            .or_insert_with(BTreeSet::new)
-            .insert(m.partition);
-        seen.insert(id(&m));
-        m.ack.ack();
+        take(who, m.unwrap(), &mut seen);
     }
     assert_eq!(seen, (0..400).collect::<BTreeSet<_>>());
     let from_b = by.get(&'b').cloned().unwrap_or_default();

@@ -190,7 +190,10 @@ async fn main() {
     );
 
     let only = std::env::var("KAFKA_SEQ_BENCH_ONLY").ok();
-    let run = |variant: &str| only.as_deref().is_none_or(|o| o.split(',').any(|v| v == variant));
+    let run = |variant: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|v| v == variant))
+    };
     let (mut pb, mut ps, mut cb, mut cbo, mut cs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
