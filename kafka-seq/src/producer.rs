@@ -28,20 +28,18 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use futures::Sink;
 use futures::task::AtomicWaker;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tokio_util::sync::PollSemaphore;
+use tokio::sync::{Notify, futures::OwnedNotified, oneshot};
 
 use crate::{Error, kafka_err};
 
@@ -60,7 +58,7 @@ impl ProducerConfig {
         Self {
             brokers: brokers.into(),
             properties: Vec::new(),
-            max_in_flight: 10_000,
+            max_in_flight: 100_000,
             flush_timeout: Duration::from_secs(30),
         }
     }
@@ -77,8 +75,9 @@ impl ProducerConfig {
         self
     }
 
-    /// At most this many messages are enqueued and not yet acknowledged (default 10 000);
-    /// sending more waits.
+    /// At most this many messages are enqueued and not yet acknowledged (default 100 000,
+    /// librdkafka's own default queue bound); sending more waits. librdkafka's
+    /// `queue.buffering.max.messages` is raised to at least this unless set explicitly.
     pub fn max_in_flight(mut self, messages: usize) -> Self {
         self.max_in_flight = messages.clamp(1, 1_000_000);
         self
@@ -105,16 +104,16 @@ impl ProducerConfig {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
-        let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        let in_flight = Arc::new(InFlight::new(self.max_in_flight));
         let producer: ThreadedProducer<DeliveryContext> = c
             .create_with_context(DeliveryContext {
-                permits: permits.clone(),
+                in_flight: in_flight.clone(),
             })
             .map_err(kafka_err(format!("create producer for {}", self.brokers)))?;
         Ok(KafkaProducer {
             inner: Arc::new(Inner {
                 producer,
-                permits,
+                in_flight,
                 flush_timeout: self.flush_timeout,
             }),
         })
@@ -198,24 +197,171 @@ impl Future for Delivery {
     }
 }
 
+/// The producer-wide bound on enqueued, unacknowledged messages: a counter taken by senders
+/// and given back by delivery reports, plus a wake-up for senders waiting for room (the
+/// delivery thread only reads `waiting` unless someone waits).
+struct InFlight {
+    count: AtomicUsize,
+    max: usize,
+    waiting: AtomicUsize,
+    room: Arc<Notify>,
+}
+
+impl InFlight {
+    fn new(max: usize) -> Self {
+        Self {
+            count: AtomicUsize::new(0),
+            max,
+            waiting: AtomicUsize::new(0),
+            room: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Takes one slot if there is room.
+    fn try_take(&self) -> bool {
+        let mut count = self.count.load(Ordering::Relaxed);
+        loop {
+            if count >= self.max {
+                return false;
+            }
+            match self.count.compare_exchange_weak(
+                count,
+                count + 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => count = now,
+            }
+        }
+    }
+
+    /// Gives one slot back (a delivery report, or a message librdkafka refused).
+    fn give_back(&self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Takes a slot, waiting for room. The slot is given back if the returned guard is
+    /// dropped before [`Slot::keep`] (a `send` cancelled while waiting loses nothing).
+    async fn take(&self) -> Slot<'_> {
+        loop {
+            if self.try_take() {
+                return Slot(Some(self));
+            }
+            let room = self.room.clone().notified_owned();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let waiting = Waiting::new(self);
+            // A slot given back before `enable` is seen here; one given back after it
+            // notifies `room`.
+            if self.try_take() {
+                return Slot(Some(self));
+            }
+            room.await;
+            drop(waiting);
+        }
+    }
+
+    /// `take` for a poll-based caller; `wait` holds its registration between polls.
+    fn poll_take(
+        &self,
+        wait: &mut Option<Pin<Box<OwnedNotified>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        loop {
+            if let Some(room) = wait.as_mut() {
+                if room.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *wait = None;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
+            if self.try_take() {
+                return Poll::Ready(());
+            }
+            let mut room = Box::pin(self.room.clone().notified_owned());
+            room.as_mut().enable();
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            if self.try_take() {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return Poll::Ready(());
+            }
+            *wait = Some(room);
+        }
+    }
+}
+
+/// An in-flight slot held by a `send` until its message is enqueued.
+struct Slot<'a>(Option<&'a InFlight>);
+
+impl Slot<'_> {
+    /// The message was enqueued: its delivery report gives the slot back.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(in_flight) = self.0 {
+            in_flight.give_back();
+        }
+    }
+}
+
+/// Counts a sender waiting for room while it lives.
+struct Waiting<'a>(&'a InFlight);
+
+impl<'a> Waiting<'a> {
+    fn new(in_flight: &'a InFlight) -> Self {
+        in_flight.waiting.fetch_add(1, Ordering::SeqCst);
+        Self(in_flight)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What a delivery report goes to: one waiting [`Delivery`], or a sink's shared counters.
-/// Each enqueued message holds one in-flight permit, given back when its report arrives.
+/// Each enqueued message holds one in-flight slot, given back when its report arrives.
 enum Token {
     One(std::sync::Mutex<Option<oneshot::Sender<Report>>>),
     Sink(SinkState),
 }
 
 /// Delivery state shared by a [`KafkaSink`] and its messages in flight (no per-message
-/// allocation: every message holds a clone of the same `Arc`).
-#[derive(Default)]
+/// allocation: every message holds a clone of the same `Arc`). The sink counts what it
+/// sent; reports count here, and wake the sink only when a flush waits for that count or a
+/// delivery failed.
 struct SinkState {
-    outstanding: AtomicUsize,
+    reported: AtomicU64,
+    /// While a flush or close waits: how many were sent; otherwise `u64::MAX`.
+    flush_at: AtomicU64,
+    failed: AtomicBool,
     error: std::sync::Mutex<Option<Error>>,
     waker: AtomicWaker,
 }
 
+impl Default for SinkState {
+    fn default() -> Self {
+        Self {
+            reported: AtomicU64::new(0),
+            flush_at: AtomicU64::new(u64::MAX),
+            failed: AtomicBool::new(false),
+            error: std::sync::Mutex::new(None),
+            waker: AtomicWaker::new(),
+        }
+    }
+}
+
 struct DeliveryContext {
-    permits: Arc<Semaphore>,
+    in_flight: Arc<InFlight>,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -224,7 +370,7 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Arc<Token>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Arc<Token>) {
-        self.permits.add_permits(1);
+        self.in_flight.give_back();
         let report = || match result {
             Ok(m) => Ok(Delivered {
                 partition: m.partition(),
@@ -243,17 +389,17 @@ impl ProducerContext for DeliveryContext {
                 }
             }
             Token::Sink(state) => {
-                let failed = if let Err(e) = report() {
+                if let Err(e) = report() {
                     state
                         .error
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .get_or_insert(e);
-                    true
-                } else {
-                    false
-                };
-                if state.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 || failed {
+                    state.failed.store(true, Ordering::SeqCst);
+                    state.waker.wake();
+                }
+                let reported = state.reported.fetch_add(1, Ordering::SeqCst) + 1;
+                if reported == state.flush_at.load(Ordering::SeqCst) {
                     state.waker.wake();
                 }
             }
@@ -263,7 +409,7 @@ impl ProducerContext for DeliveryContext {
 
 struct Inner {
     producer: ThreadedProducer<DeliveryContext>,
-    permits: Arc<Semaphore>,
+    in_flight: Arc<InFlight>,
     flush_timeout: Duration,
 }
 
@@ -288,42 +434,22 @@ impl KafkaProducer {
     /// # Errors
     /// [`Error::Kafka`] when librdkafka refuses the message (too large, unknown partition...).
     pub async fn send(&self, topic: &str, record: &Record) -> Result<Delivery, Error> {
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::DeliveryLost)?;
+        let slot = self.inner.in_flight.take().await;
         let (tx, rx) = oneshot::channel();
-        let mut pending = (
-            Arc::new(Token::One(std::sync::Mutex::new(Some(tx)))),
-            permit,
-        );
-        loop {
-            match self.enqueue(topic, record, pending.0, pending.1)? {
-                None => return Ok(Delivery { rx }),
-                // librdkafka's own queue is full (by bytes): wait for deliveries to drain it.
-                Some(back) => {
-                    pending = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
+        let token = Arc::new(Token::One(std::sync::Mutex::new(Some(tx))));
+        // librdkafka's own queue may be full (by bytes): wait for deliveries to drain it.
+        while !self.enqueue(topic, record, &token)? {
+            tokio::time::sleep(QUEUE_FULL_RETRY).await;
         }
+        slot.keep();
+        Ok(Delivery { rx })
     }
 
-    /// Hands the record to librdkafka; gives the token and permit back when its queue is
-    /// full. On success the permit is kept until the delivery report.
-    #[allow(clippy::type_complexity)]
-    fn enqueue(
-        &self,
-        topic: &str,
-        record: &Record,
-        token: Arc<Token>,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<Option<(Arc<Token>, OwnedSemaphorePermit)>, Error> {
+    /// Hands the record to librdkafka with a clone of `token` (the caller holds an in-flight
+    /// slot, kept until the delivery report); `Ok(false)` when librdkafka's queue is full.
+    fn enqueue(&self, topic: &str, record: &Record, token: &Arc<Token>) -> Result<bool, Error> {
         let mut r: BaseRecord<'_, [u8], [u8], Arc<Token>> =
-            BaseRecord::with_opaque_to(topic, token);
+            BaseRecord::with_opaque_to(topic, token.clone());
         if let Some(k) = &record.key {
             r = r.key(k.as_ref());
         }
@@ -347,14 +473,8 @@ impl KafkaProducer {
             r = r.headers(h);
         }
         match self.inner.producer.send(r) {
-            Ok(()) => {
-                // Given back by the delivery report (DeliveryContext::delivery).
-                permit.forget();
-                Ok(None)
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                Ok(Some((r.delivery_opaque, permit)))
-            }
+            Ok(()) => Ok(true),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Ok(false),
             Err((e, _)) => Err(Error::Kafka {
                 op: format!("produce to topic {topic}"),
                 source: e,
@@ -362,17 +482,38 @@ impl KafkaProducer {
         }
     }
 
-    /// Waits until every enqueued message was acknowledged or failed (at most the flush
-    /// timeout).
+    /// Waits until every message sent through this producer (its sinks included) was
+    /// acknowledged or failed, at most the flush timeout. Woken by the delivery reports
+    /// themselves, not by polling. A record a sink holds back while librdkafka's queue is
+    /// full counts too: that sink must be polled to hand it over.
     ///
     /// # Errors
     /// [`Error::Kafka`] when the timeout passed first.
     pub async fn flush(&self) -> Result<(), Error> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.producer.flush(inner.flush_timeout))
+        let in_flight = &self.inner.in_flight;
+        let drained = async {
+            loop {
+                let room = in_flight.room.clone().notified_owned();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                let waiting = Waiting::new(in_flight);
+                if in_flight.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                room.await;
+                drop(waiting);
+            }
+        };
+        tokio::time::timeout(self.inner.flush_timeout, drained)
             .await
-            .unwrap_or(Ok(()))
-            .map_err(kafka_err("flush producer"))
+            .map_err(|_| Error::Kafka {
+                op: format!(
+                    "flush producer: {} messages unacknowledged after {:?}",
+                    in_flight.count.load(Ordering::SeqCst),
+                    self.inner.flush_timeout
+                ),
+                source: KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+            })
     }
 
     /// A `Sink` of records for `topic` sharing this producer's client and in-flight bound.
@@ -380,30 +521,66 @@ impl KafkaProducer {
         KafkaSink {
             producer: self.clone(),
             topic: topic.into(),
-            semaphore: PollSemaphore::new(self.inner.permits.clone()),
-            permit: None,
             token: Arc::new(Token::Sink(SinkState::default())),
+            sent: 0,
+            slot: false,
+            wait: None,
+            blocked: None,
+            retry: None,
         }
     }
 }
+
+/// How long to wait before retrying when librdkafka's own queue is full (its byte bound,
+/// `queue.buffering.max.kbytes`, is reached before the in-flight bound).
+const QUEUE_FULL_RETRY: Duration = Duration::from_millis(2);
 
 /// A `futures::Sink` of [`Record`]s for one topic; see the [module docs](self).
 ///
 /// `poll_ready` waits for room under the producer's in-flight bound and reports a failed
 /// delivery as soon as it is known; `flush` and `close` wait for every acknowledgement.
+/// When librdkafka's own queue is full (by bytes) the sink keeps the record and retries,
+/// so `poll_ready` waits instead of failing.
 pub struct KafkaSink {
     producer: KafkaProducer,
     topic: String,
-    semaphore: PollSemaphore,
-    permit: Option<OwnedSemaphorePermit>,
     token: Arc<Token>,
+    /// Records handed to librdkafka (compared with the reports counted in the token).
+    sent: u64,
+    /// An in-flight slot taken by `poll_ready` and not used yet.
+    slot: bool,
+    /// Registration while waiting for an in-flight slot.
+    wait: Option<Pin<Box<OwnedNotified>>>,
+    /// A record librdkafka's full queue refused; it holds a slot and is retried first.
+    blocked: Option<Record>,
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSink")
             .field("topic", &self.topic)
+            .field("sent", &self.sent)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // An unused slot, and the one a blocked record holds, go back.
+        if self.slot {
+            self.producer.inner.in_flight.give_back();
+        }
+        if self.blocked.is_some() {
+            self.producer.inner.in_flight.give_back();
+        }
+        if self.wait.is_some() {
+            self.producer
+                .inner
+                .in_flight
+                .waiting
+                .fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -417,26 +594,83 @@ impl KafkaSink {
 
     /// The first failed delivery not reported yet.
     fn take_error(&self) -> Option<Error> {
-        self.state()?
-            .error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        let state = self.state()?;
+        if !state.failed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let error = state.error.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if error.is_some() {
+            state.failed.store(false, Ordering::SeqCst);
+        }
+        error
+    }
+
+    /// Hands `record` (holding a slot) to librdkafka; keeps it as `blocked` when the queue
+    /// is full.
+    fn hand_over(&mut self, record: Record) -> Result<(), Error> {
+        match self.producer.enqueue(&self.topic, &record, &self.token) {
+            Ok(true) => {
+                self.sent += 1;
+                Ok(())
+            }
+            Ok(false) => {
+                self.blocked = Some(record);
+                Ok(())
+            }
+            Err(e) => {
+                self.producer.inner.in_flight.give_back();
+                Err(e)
+            }
+        }
+    }
+
+    /// Retries a blocked record; ready once there is none.
+    fn poll_blocked(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while let Some(record) = self.blocked.take() {
+            if let Some(retry) = self.retry.as_mut() {
+                if retry.as_mut().poll(cx).is_pending() {
+                    self.blocked = Some(record);
+                    return Poll::Pending;
+                }
+                self.retry = None;
+            }
+            self.hand_over(record)?;
+            if self.blocked.is_some() {
+                self.retry = Some(Box::pin(tokio::time::sleep(QUEUE_FULL_RETRY)));
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Ready once every message sent was acknowledged; the first failure is returned.
     fn poll_deliveries(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let Some(state) = self.state() else {
-            return Poll::Ready(Ok(()));
-        };
-        state.waker.register(cx.waker());
         if let Some(e) = self.take_error() {
             return Poll::Ready(Err(e));
         }
-        match self.state() {
-            Some(s) if s.outstanding.load(Ordering::Acquire) > 0 => Poll::Pending,
-            _ => Poll::Ready(Ok(())),
+        if self.poll_blocked(cx)?.is_pending() {
+            return Poll::Pending;
         }
+        let sent = self.sent;
+        let Some(state) = self.state() else {
+            return Poll::Ready(Ok(()));
+        };
+        if state.reported.load(Ordering::SeqCst) >= sent {
+            state.flush_at.store(u64::MAX, Ordering::SeqCst);
+            return Poll::Ready(Ok(()));
+        }
+        state.waker.register(cx.waker());
+        state.flush_at.store(sent, Ordering::SeqCst);
+        let reported = state.reported.load(Ordering::SeqCst);
+        if let Some(e) = self.take_error() {
+            return Poll::Ready(Err(e));
+        }
+        if reported >= sent {
+            if let Some(state) = self.state() {
+                state.flush_at.store(u64::MAX, Ordering::SeqCst);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
     }
 }
 
@@ -444,59 +678,50 @@ impl Sink<Record> for KafkaSink {
     type Error = Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if let Some(e) = self.take_error() {
+        let this = &mut *self;
+        if let Some(e) = this.take_error() {
             return Poll::Ready(Err(e));
         }
-        if self.permit.is_some() {
+        if this.poll_blocked(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        if this.slot {
             return Poll::Ready(Ok(()));
         }
-        match self.semaphore.poll_acquire(cx) {
-            Poll::Ready(Some(p)) => {
-                self.permit = Some(p);
-                Poll::Ready(Ok(()))
+        if this
+            .producer
+            .inner
+            .in_flight
+            .poll_take(&mut this.wait, cx)
+            .is_pending()
+        {
+            // Failures are reported as soon as they are known, even while waiting.
+            if let Some(state) = this.state() {
+                state.waker.register(cx.waker());
             }
-            Poll::Ready(None) => Poll::Ready(Err(Error::DeliveryLost)),
-            Poll::Pending => Poll::Pending,
+            return match this.take_error() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            };
         }
+        this.slot = true;
+        Poll::Ready(Ok(()))
     }
 
     fn start_send(mut self: Pin<&mut Self>, record: Record) -> Result<(), Error> {
-        let permit = match self.permit.take() {
-            Some(p) => p,
-            None => self
-                .semaphore
-                .clone_inner()
-                .try_acquire_owned()
-                .map_err(|_| Error::Kafka {
-                    op: format!(
-                        "produce to topic {}: start_send without poll_ready",
-                        self.topic
-                    ),
-                    source: KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                })?,
-        };
-        let Some(state) = self.state() else {
-            return Err(Error::DeliveryLost);
-        };
-        state.outstanding.fetch_add(1, Ordering::AcqRel);
-        let result = self
-            .producer
-            .enqueue(&self.topic, &record, self.token.clone(), permit);
-        let full = match result {
-            Ok(None) => return Ok(()),
-            Ok(Some(_)) => Error::Kafka {
+        let this = &mut *self;
+        if !std::mem::take(&mut this.slot)
+            && (this.blocked.is_some() || !this.producer.inner.in_flight.try_take())
+        {
+            return Err(Error::Kafka {
                 op: format!(
-                    "produce to topic {}: librdkafka queue full (raise queue.buffering.max.kbytes)",
-                    self.topic
+                    "produce to topic {}: start_send without poll_ready",
+                    this.topic
                 ),
                 source: KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-            },
-            Err(e) => e,
-        };
-        if let Some(state) = self.state() {
-            state.outstanding.fetch_sub(1, Ordering::AcqRel);
+            });
         }
-        Err(full)
+        this.hand_over(record)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -504,7 +729,9 @@ impl Sink<Record> for KafkaSink {
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.permit = None;
+        if std::mem::take(&mut self.slot) {
+            self.producer.inner.in_flight.give_back();
+        }
         self.poll_deliveries(cx)
     }
 }
