@@ -518,3 +518,133 @@ async fn killed_consumer_is_replaced_without_loss() {
     drop(next_consumer);
     timeout(WAIT, control.closed()).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_unacked_bounds_outstanding_messages_and_shutdown_ends_a_waiting_stream() {
+    let cluster = KafkaCluster::start(1);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let (topic, empty) = (unique_name("bound-"), unique_name("empty-"));
+    let group = unique_name("g-");
+    cluster.create_topic(&topic, 1);
+    cluster.create_topic(&empty, 1);
+    produce(&brokers, &topic, 0..10, 1).await;
+    let subscribe = |topic: &str, group: &str| {
+        ConsumerConfig::new(&brokers, group)
+            .topics([topic])
+            .max_unacked(3)
+            .commit_interval(Duration::from_millis(100))
+            .drain_timeout(Duration::from_secs(20))
+            .subscribe()
+            .unwrap()
+    };
+    let mut stream = subscribe(&topic, &group);
+    let (m0, m1, m2) = (
+        next(&mut stream).await,
+        next(&mut stream).await,
+        next(&mut stream).await,
+    );
+    assert_eq!([id(&m0), id(&m1), id(&m2)], [0, 1, 2]);
+    // Three unacknowledged: a fourth waits for an acknowledgement.
+    assert!(
+        timeout(Duration::from_millis(700), stream.next())
+            .await
+            .is_err(),
+        "a fourth message while three were unacknowledged"
+    );
+    m0.ack.ack();
+    let m3 = next(&mut stream).await;
+    assert_eq!(id(&m3), 3);
+    // A dropped handle (a nack) frees room too, and keeps the commit point before it.
+    drop(m1);
+    let m4 = next(&mut stream).await;
+    assert_eq!(id(&m4), 4);
+    // Full again (2, 3, 4 out): shutdown ends the stream waiting for room.
+    let control = stream.control();
+    let ender = tokio::spawn(async move { stream.next().await.is_none() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    control.shutdown();
+    assert!(
+        timeout(WAIT, ender).await.unwrap().unwrap(),
+        "the stream ended"
+    );
+    // The drain waits for the three outstanding messages.
+    for m in [m2, m3, m4] {
+        m.ack.ack();
+    }
+    timeout(WAIT, control.closed()).await.unwrap().unwrap();
+    assert_eq!(committed(&brokers, &group, &topic, 1), vec![1]);
+
+    // Shutdown also ends a stream waiting for messages that do not come.
+    let mut idle = subscribe(&empty, &unique_name("g-"));
+    let control = idle.control();
+    let ender = tokio::spawn(async move { idle.next().await.is_none() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    control.shutdown();
+    assert!(
+        timeout(WAIT, ender).await.unwrap().unwrap(),
+        "the idle stream ended"
+    );
+    timeout(WAIT, control.closed()).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_holds_at_most_max_in_flight_and_reports_a_failed_delivery() {
+    let cluster = KafkaCluster::start(3);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name("inflight-");
+    cluster.create_topic(&topic, 1);
+    cluster.mock().partition_leader(&topic, 0, Some(1)).unwrap();
+    let producer = ProducerConfig::new(&brokers)
+        .set("linger.ms", "1")
+        .max_in_flight(5)
+        .create()
+        .unwrap();
+    // Acknowledged before the leader goes down (the producer knows the leader).
+    let first = producer.send(&topic, &Record::new("0")).await.unwrap();
+    timeout(WAIT, first).await.unwrap().unwrap();
+    cluster.mock().broker_down(1).unwrap();
+    let mut sink = producer.sink(&topic);
+    for i in 1..6 {
+        timeout(WAIT, sink.feed(Record::new(i.to_string())))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // Five unacknowledged: the sixth waits for room.
+    assert!(
+        timeout(Duration::from_millis(700), sink.feed(Record::new("6")))
+            .await
+            .is_err(),
+        "a sixth message in flight"
+    );
+    cluster.mock().broker_up(1).unwrap();
+    timeout(WAIT, sink.feed(Record::new("6")))
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(WAIT, sink.close()).await.unwrap().unwrap();
+    timeout(WAIT, producer.flush()).await.unwrap().unwrap();
+    let mut stream = consumer(&brokers, &unique_name("g-"), &topic);
+    for i in 0..7 {
+        let m = next(&mut stream).await;
+        assert_eq!(id(&m), i, "every message once, in order");
+        m.ack.ack();
+    }
+    let control = stream.control();
+    drop(stream);
+    timeout(WAIT, control.closed()).await.unwrap().unwrap();
+
+    // A delivery that fails (the leader stays down past message.timeout.ms) is reported.
+    cluster.mock().broker_down(1).unwrap();
+    let failing = ProducerConfig::new(&brokers)
+        .set("message.timeout.ms", "500")
+        .create()
+        .unwrap();
+    let mut sink = failing.sink(&topic);
+    sink.feed(Record::new("lost")).await.unwrap();
+    let err = timeout(WAIT, sink.close()).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, kafka_seq::Error::Delivery { topic: t, .. } if *t == topic),
+        "{err}"
+    );
+}
