@@ -219,18 +219,24 @@ impl InFlight {
 
     /// Takes one slot if there is room.
     fn try_take(&self) -> bool {
+        self.try_take_up_to(1) == 1
+    }
+
+    /// Takes up to `n` slots, as many as there is room for (maybe none).
+    fn try_take_up_to(&self, n: usize) -> usize {
         let mut count = self.count.load(Ordering::Relaxed);
         loop {
-            if count >= self.max {
-                return false;
+            let take = n.min(self.max.saturating_sub(count));
+            if take == 0 {
+                return 0;
             }
             match self.count.compare_exchange_weak(
                 count,
-                count + 1,
+                count + take,
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return true,
+                Ok(_) => return take,
                 Err(now) => count = now,
             }
         }
@@ -238,10 +244,24 @@ impl InFlight {
 
     /// Gives one slot back (a delivery report, or a message librdkafka refused).
     fn give_back(&self) {
-        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.give_back_many(1);
+    }
+
+    /// Gives `n` slots back.
+    fn give_back_many(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.count.fetch_sub(n, Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.room.notify_waiters();
         }
+    }
+
+    /// How many slots a sink reserves at a time: one shared-counter update per chunk
+    /// rather than per message, while a sink never sits on more than 1/16 of the bound.
+    fn chunk(&self) -> usize {
+        (self.max / 16).clamp(1, 64)
     }
 
     /// Takes a slot, waiting for room. The slot is given back if the returned guard is
@@ -332,13 +352,14 @@ impl Drop for Waiting<'_> {
 /// Each enqueued message holds one in-flight slot, given back when its report arrives.
 enum Token {
     One(std::sync::Mutex<Option<oneshot::Sender<Report>>>),
-    Sink(SinkState),
+    Sink(Arc<SinkState>),
 }
 
-/// Delivery state shared by a [`KafkaSink`] and its messages in flight (no per-message
-/// allocation: every message holds a clone of the same `Arc`). The sink counts what it
-/// sent; reports count here, and wake the sink only when a flush waits for that count or a
-/// delivery failed.
+/// Delivery state shared by a [`KafkaSink`] and its messages in flight. The sink counts
+/// what it sent; reports count here (a line only the delivery thread writes per message),
+/// and wake the sink only when a flush waits for that count or a delivery failed. Messages
+/// reach it through a token the sink replaces every [`TOKEN_USES`] messages, so the token's
+/// reference count is not written by both threads for every message.
 struct SinkState {
     reported: AtomicU64,
     /// While a flush or close waits: how many were sent; otherwise `u64::MAX`.
@@ -438,18 +459,18 @@ impl KafkaProducer {
         let (tx, rx) = oneshot::channel();
         let token = Arc::new(Token::One(std::sync::Mutex::new(Some(tx))));
         // librdkafka's own queue may be full (by bytes): wait for deliveries to drain it.
-        while !self.enqueue(topic, record, &token)? {
+        while !self.enqueue(topic, record, token.clone())? {
             tokio::time::sleep(QUEUE_FULL_RETRY).await;
         }
         slot.keep();
         Ok(Delivery { rx })
     }
 
-    /// Hands the record to librdkafka with a clone of `token` (the caller holds an in-flight
+    /// Hands the record to librdkafka with `token` (the caller holds an in-flight
     /// slot, kept until the delivery report); `Ok(false)` when librdkafka's queue is full.
-    fn enqueue(&self, topic: &str, record: &Record, token: &Arc<Token>) -> Result<bool, Error> {
+    fn enqueue(&self, topic: &str, record: &Record, token: Arc<Token>) -> Result<bool, Error> {
         let mut r: BaseRecord<'_, [u8], [u8], Arc<Token>> =
-            BaseRecord::with_opaque_to(topic, token.clone());
+            BaseRecord::with_opaque_to(topic, token);
         if let Some(k) = &record.key {
             r = r.key(k.as_ref());
         }
@@ -521,15 +542,19 @@ impl KafkaProducer {
         KafkaSink {
             producer: self.clone(),
             topic: topic.into(),
-            token: Arc::new(Token::Sink(SinkState::default())),
+            state: Arc::new(SinkState::default()),
+            token: None,
             sent: 0,
-            slot: false,
+            slots: 0,
             wait: None,
             blocked: None,
             retry: None,
         }
     }
 }
+
+/// How many messages carry the same sink token before the sink makes a new one.
+const TOKEN_USES: u32 = 64;
 
 /// How long to wait before retrying when librdkafka's own queue is full (its byte bound,
 /// `queue.buffering.max.kbytes`, is reached before the in-flight bound).
@@ -544,11 +569,13 @@ const QUEUE_FULL_RETRY: Duration = Duration::from_millis(2);
 pub struct KafkaSink {
     producer: KafkaProducer,
     topic: String,
-    token: Arc<Token>,
-    /// Records handed to librdkafka (compared with the reports counted in the token).
+    state: Arc<SinkState>,
+    /// The token current messages carry, and how many more may carry it.
+    token: Option<(Arc<Token>, u32)>,
+    /// Records handed to librdkafka (compared with the reports counted in `state`).
     sent: u64,
-    /// An in-flight slot taken by `poll_ready` and not used yet.
-    slot: bool,
+    /// In-flight slots reserved by `poll_ready` and not used yet (taken a chunk at a time).
+    slots: usize,
     /// Registration while waiting for an in-flight slot.
     wait: Option<Pin<Box<OwnedNotified>>>,
     /// A record librdkafka's full queue refused; it holds a slot and is retried first.
@@ -567,13 +594,9 @@ impl std::fmt::Debug for KafkaSink {
 
 impl Drop for KafkaSink {
     fn drop(&mut self) {
-        // An unused slot, and the one a blocked record holds, go back.
-        if self.slot {
-            self.producer.inner.in_flight.give_back();
-        }
-        if self.blocked.is_some() {
-            self.producer.inner.in_flight.give_back();
-        }
+        // Unused slots, and the one a blocked record holds, go back.
+        let held = self.slots + usize::from(self.blocked.is_some());
+        self.producer.inner.in_flight.give_back_many(held);
         if self.wait.is_some() {
             self.producer
                 .inner
@@ -585,16 +608,24 @@ impl Drop for KafkaSink {
 }
 
 impl KafkaSink {
-    fn state(&self) -> Option<&SinkState> {
-        match &*self.token {
-            Token::Sink(s) => Some(s),
-            Token::One(_) => None,
+    /// The token for the next message.
+    fn token(&mut self) -> Arc<Token> {
+        match &mut self.token {
+            Some((token, uses)) if *uses > 0 => {
+                *uses -= 1;
+                token.clone()
+            }
+            _ => {
+                let token = Arc::new(Token::Sink(self.state.clone()));
+                self.token = Some((token.clone(), TOKEN_USES - 1));
+                token
+            }
         }
     }
 
     /// The first failed delivery not reported yet.
     fn take_error(&self) -> Option<Error> {
-        let state = self.state()?;
+        let state = &self.state;
         if !state.failed.load(Ordering::SeqCst) {
             return None;
         }
@@ -608,7 +639,8 @@ impl KafkaSink {
     /// Hands `record` (holding a slot) to librdkafka; keeps it as `blocked` when the queue
     /// is full.
     fn hand_over(&mut self, record: Record) -> Result<(), Error> {
-        match self.producer.enqueue(&self.topic, &record, &self.token) {
+        let token = self.token();
+        match self.producer.enqueue(&self.topic, &record, token) {
             Ok(true) => {
                 self.sent += 1;
                 Ok(())
@@ -651,9 +683,7 @@ impl KafkaSink {
             return Poll::Pending;
         }
         let sent = self.sent;
-        let Some(state) = self.state() else {
-            return Poll::Ready(Ok(()));
-        };
+        let state = &self.state;
         if state.reported.load(Ordering::SeqCst) >= sent {
             state.flush_at.store(u64::MAX, Ordering::SeqCst);
             return Poll::Ready(Ok(()));
@@ -665,9 +695,7 @@ impl KafkaSink {
             return Poll::Ready(Err(e));
         }
         if reported >= sent {
-            if let Some(state) = self.state() {
-                state.flush_at.store(u64::MAX, Ordering::SeqCst);
-            }
+            self.state.flush_at.store(u64::MAX, Ordering::SeqCst);
             return Poll::Ready(Ok(()));
         }
         Poll::Pending
@@ -685,34 +713,34 @@ impl Sink<Record> for KafkaSink {
         if this.poll_blocked(cx)?.is_pending() {
             return Poll::Pending;
         }
-        if this.slot {
+        if this.slots > 0 {
             return Poll::Ready(Ok(()));
         }
-        if this
-            .producer
-            .inner
-            .in_flight
-            .poll_take(&mut this.wait, cx)
-            .is_pending()
-        {
-            // Failures are reported as soon as they are known, even while waiting.
-            if let Some(state) = this.state() {
-                state.waker.register(cx.waker());
+        let in_flight = &this.producer.inner.in_flight;
+        if this.wait.is_none() {
+            this.slots = in_flight.try_take_up_to(in_flight.chunk());
+            if this.slots > 0 {
+                return Poll::Ready(Ok(()));
             }
+        }
+        if in_flight.poll_take(&mut this.wait, cx).is_pending() {
+            // Failures are reported as soon as they are known, even while waiting.
+            this.state.waker.register(cx.waker());
             return match this.take_error() {
                 Some(e) => Poll::Ready(Err(e)),
                 None => Poll::Pending,
             };
         }
-        this.slot = true;
+        this.slots = 1;
         Poll::Ready(Ok(()))
     }
 
     fn start_send(mut self: Pin<&mut Self>, record: Record) -> Result<(), Error> {
         let this = &mut *self;
-        if !std::mem::take(&mut this.slot)
-            && (this.blocked.is_some() || !this.producer.inner.in_flight.try_take())
-        {
+        // Without poll_ready first there may be a record still blocked, or no room.
+        if this.blocked.is_none() && this.slots > 0 {
+            this.slots -= 1;
+        } else if this.blocked.is_some() || !this.producer.inner.in_flight.try_take() {
             return Err(Error::Kafka {
                 op: format!(
                     "produce to topic {}: start_send without poll_ready",
@@ -729,9 +757,8 @@ impl Sink<Record> for KafkaSink {
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if std::mem::take(&mut self.slot) {
-            self.producer.inner.in_flight.give_back();
-        }
+        let unused = std::mem::take(&mut self.slots);
+        self.producer.inner.in_flight.give_back_many(unused);
         self.poll_deliveries(cx)
     }
 }

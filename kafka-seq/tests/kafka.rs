@@ -648,3 +648,50 @@ async fn sink_holds_at_most_max_in_flight_and_reports_a_failed_delivery() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_waits_when_librdkafkas_queue_is_full_by_bytes_and_loses_nothing() {
+    let cluster = KafkaCluster::start(3);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name("bytes-");
+    cluster.create_topic(&topic, 1);
+    cluster.mock().partition_leader(&topic, 0, Some(1)).unwrap();
+    // librdkafka's queue holds 1 KiB: one 600-byte record fits, a second does not.
+    let producer = ProducerConfig::new(&brokers)
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.kbytes", "1")
+        .create()
+        .unwrap();
+    let record = |i: usize| Record::new(format!("{i:<600}"));
+    let first = producer.send(&topic, &record(0)).await.unwrap();
+    timeout(WAIT, first).await.unwrap().unwrap();
+    cluster.mock().broker_down(1).unwrap();
+    let mut sink = producer.sink(&topic);
+    timeout(WAIT, sink.feed(record(1))).await.unwrap().unwrap();
+    // The queue is full: the sink keeps this record instead of failing it...
+    timeout(WAIT, sink.feed(record(2))).await.unwrap().unwrap();
+    // ...and waits before taking another.
+    assert!(
+        timeout(Duration::from_millis(700), sink.feed(record(3)))
+            .await
+            .is_err(),
+        "a record taken while librdkafka's queue was full"
+    );
+    cluster.mock().broker_up(1).unwrap();
+    timeout(WAIT, sink.feed(record(3))).await.unwrap().unwrap();
+    timeout(WAIT, sink.close()).await.unwrap().unwrap();
+    let mut stream = consumer(&brokers, &unique_name("g-"), &topic);
+    for i in 0..4 {
+        let m = next(&mut stream).await;
+        let text = std::str::from_utf8(m.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            text.trim_end().parse::<usize>().unwrap(),
+            i,
+            "in order, once"
+        );
+        m.ack.ack();
+    }
+    let control = stream.control();
+    drop(stream);
+    timeout(WAIT, control.closed()).await.unwrap().unwrap();
+}

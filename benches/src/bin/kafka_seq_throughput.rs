@@ -11,7 +11,7 @@
 //!
 //! For profiling one variant, `KAFKA_SEQ_BENCH_ONLY=consume-seq` (comma-separated among
 //! `produce-bare`, `produce-seq`, `consume-bare`, `consume-bare-owned`, `consume-seq`) runs
-//! only those; the consumers' topic is still written by the bare producer.
+//! only those; the consumers' topic is written by the bare producer whenever a consumer runs.
 
 use std::time::{Duration, Instant};
 
@@ -194,6 +194,9 @@ async fn main() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|v| v == variant))
     };
+    let consumes = ["consume-bare", "consume-bare-owned", "consume-seq"]
+        .iter()
+        .any(|v| run(v));
     let (mut pb, mut ps, mut cb, mut cbo, mut cs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -204,7 +207,7 @@ async fn main() {
         // cluster.
         let bare_first = round % 2 == 0;
         for side in [bare_first, !bare_first] {
-            if side {
+            if side && (run("produce-bare") || consumes) {
                 let (b, t, p) = (brokers.clone(), t1.clone(), payload.clone());
                 let time = tokio::task::spawn_blocking(move || produce_bare(&b, &t, &p, n))
                     .await
@@ -212,7 +215,7 @@ async fn main() {
                 if run("produce-bare") {
                     pb.push(time);
                 }
-            } else if run("produce-seq") {
+            } else if !side && run("produce-seq") {
                 ps.push(produce_seq(&brokers, &t2, &payload, n).await);
             }
         }
