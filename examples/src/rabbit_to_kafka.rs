@@ -89,8 +89,9 @@ async fn move_one(
 ) -> anyhow::Result<()> {
     let Some(record) = transform(&args.queue, &delivery.data) else {
         tracing::warn!(queue = %args.queue, bytes = delivery.data.len(), "not a JSON object; rejected");
-        delivery.nack(false).await?;
-        summary.invalid.fetch_add(1, Ordering::Relaxed);
+        if settled(delivery.nack(false).await)? {
+            summary.invalid.fetch_add(1, Ordering::Relaxed);
+        }
         return Ok(());
     };
     let delivered = producer
@@ -103,9 +104,24 @@ async fn move_one(
         offset = delivered.offset,
         "produced"
     );
-    delivery.ack().await?;
-    summary.moved.fetch_add(1, Ordering::Relaxed);
+    if settled(delivery.ack().await)? {
+        summary.moved.fetch_add(1, Ordering::Relaxed);
+    }
     Ok(())
+}
+
+/// Whether an ack or nack reached RabbitMQ. One lost with its connection is not an error
+/// for the run: the stream reconnects and RabbitMQ delivers the message again (a produced
+/// message is then produced twice: at least once, never lost).
+fn settled(result: Result<(), kafka_seq::Error>) -> anyhow::Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e @ kafka_seq::Error::AmqpChannelGone { .. }) => {
+            tracing::warn!(error = %e, "acknowledgement lost with the connection");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Default)]

@@ -241,6 +241,7 @@ async fn run(
                         exchange: d.exchange.to_string(),
                         redelivered: d.redelivered,
                         properties: d.properties,
+                        delivery_tag: d.delivery_tag,
                         acker: d.acker,
                         _permit: permit,
                     };
@@ -301,6 +302,7 @@ pub struct AmqpDelivery {
     pub redelivered: bool,
     /// Properties and headers.
     pub properties: BasicProperties,
+    delivery_tag: u64,
     acker: Acker,
     _permit: OwnedSemaphorePermit,
 }
@@ -309,28 +311,46 @@ impl AmqpDelivery {
     /// Acknowledges the delivery: RabbitMQ forgets the message.
     ///
     /// # Errors
-    /// [`Error::Amqp`] when the channel is gone (the message will be redelivered).
+    /// [`Error::AmqpChannelGone`] when the delivery's channel or connection is gone (the
+    /// message will be redelivered); [`Error::Amqp`] when sending the ack failed.
     pub async fn ack(self) -> Result<(), Error> {
-        self.acker
+        let sent = self
+            .acker
             .ack(BasicAckOptions::default())
             .await
-            .map(|_| ())
-            .map_err(amqp_err("basic.ack", &self.routing_key))
+            .map_err(amqp_err("basic.ack", &self.routing_key))?;
+        self.sent("basic.ack", sent)
+    }
+
+    /// `Ok` when lapin sent the ack or nack; it answers `false` when the channel was
+    /// closed or errored (the acker is poisoned) and nothing went out.
+    fn sent(&self, op: &'static str, sent: bool) -> Result<(), Error> {
+        if sent {
+            Ok(())
+        } else {
+            Err(Error::AmqpChannelGone {
+                op,
+                delivery_tag: self.delivery_tag,
+                routing_key: self.routing_key.clone(),
+            })
+        }
     }
 
     /// Negatively acknowledges the delivery; `requeue` puts it back in the queue.
     ///
     /// # Errors
-    /// [`Error::Amqp`] when the channel is gone (the message will be redelivered).
+    /// [`Error::AmqpChannelGone`] when the delivery's channel or connection is gone (the
+    /// message will be redelivered); [`Error::Amqp`] when sending the nack failed.
     pub async fn nack(self, requeue: bool) -> Result<(), Error> {
-        self.acker
+        let sent = self
+            .acker
             .nack(BasicNackOptions {
                 requeue,
                 ..BasicNackOptions::default()
             })
             .await
-            .map(|_| ())
-            .map_err(amqp_err("basic.nack", &self.routing_key))
+            .map_err(amqp_err("basic.nack", &self.routing_key))?;
+        self.sent("basic.nack", sent)
     }
 }
 

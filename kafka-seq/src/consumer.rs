@@ -435,10 +435,11 @@ impl Stream for KafkaStream {
     type Item = Result<KafkaMessage, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.finished {
+        let this = &mut *self;
+        if this.finished {
             return Poll::Ready(None);
         }
-        let shared = self.control.shared.clone();
+        let shared = &this.control.shared;
         loop {
             // max_unacked reached: wait for an acknowledgement (or shutdown).
             if shared.outstanding.load(Ordering::SeqCst) >= shared.max_unacked {
@@ -454,7 +455,7 @@ impl Stream for KafkaStream {
                 match fetcher.as_mut() {
                     Some(f) if !shared.stopping.load(Ordering::SeqCst) => {
                         f.with_dependent_mut(|_, messages| match messages.poll_next_unpin(cx) {
-                            Poll::Ready(Some(Ok(m))) => Poll::Ready(match message(&shared, &m) {
+                            Poll::Ready(Some(Ok(m))) => Poll::Ready(match message(shared, &m) {
                                 Some(m) => Fetched::Message(m),
                                 None => Fetched::Stale,
                             }),
@@ -476,7 +477,7 @@ impl Stream for KafkaStream {
                     })));
                 }
                 Poll::Ready(Fetched::End) => {
-                    self.finished = true;
+                    this.finished = true;
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {

@@ -102,6 +102,20 @@ pub enum Error {
         #[source]
         source: lapin::Error,
     },
+    /// An AMQP ack or nack could not be sent: the delivery's channel or connection is gone
+    /// (RabbitMQ requeues the message and delivers it again).
+    #[cfg(feature = "amqp")]
+    #[error(
+        "amqp {op} of delivery {delivery_tag} (routing key {routing_key:?}) not sent: its channel is gone; RabbitMQ redelivers the message"
+    )]
+    AmqpChannelGone {
+        /// `basic.ack` or `basic.nack`.
+        op: &'static str,
+        /// The delivery's tag on its (former) channel.
+        delivery_tag: u64,
+        /// The routing key the message was published with.
+        routing_key: String,
+    },
     /// A published AMQP message was negatively confirmed by the broker.
     #[cfg(feature = "amqp")]
     #[error(

@@ -118,3 +118,113 @@ async fn a_cancelled_consumer_reconnects_with_backoff() {
     publisher.delete_queue(&queue).await.unwrap();
     publisher.close().await;
 }
+
+/// A TCP proxy on 127.0.0.1 in front of RabbitMQ whose connections the test can cut (a
+/// dropped TCP connection, as when a network path or the broker's host goes away).
+struct Proxy {
+    url: String,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(url: &str) -> Self {
+        // amqp://user:pass@host:port/vhost -> host:port
+        let after_at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
+        let upstream = after_at.split('/').next().unwrap().to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap();
+        let proxied = url.replacen(&upstream, &local.to_string(), 1);
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(task.abort_handle());
+                }
+            }
+        });
+        Self {
+            url: proxied,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every connection made so far (new ones are still accepted).
+    fn cut(&self) -> usize {
+        let cut: Vec<_> = self.connections.lock().unwrap().drain(..).collect();
+        for c in &cut {
+            c.abort();
+        }
+        cut.len()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_reconnects_and_unacked_deliveries_come_back() {
+    let Some(url) = service_url(AMQP, "amqp dropped connection") else {
+        return;
+    };
+    let queue = unique_name("kseq_dropped_");
+    let publisher = AmqpPublisher::connect(&url).await.unwrap();
+    publisher.declare_queue(&queue).await.unwrap();
+    publisher.publish("", &queue, b"acked").await.unwrap();
+    publisher.publish("", &queue, b"held").await.unwrap();
+
+    let proxy = Proxy::start(&url).await;
+    let mut stream = AmqpConfig::new(&proxy.url, &queue)
+        .backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .consume()
+        .await
+        .unwrap();
+    let d = next(&mut stream).await;
+    assert_eq!(&d.data[..], b"acked");
+    d.ack().await.unwrap();
+    let held = next(&mut stream).await;
+    assert_eq!(&held.data[..], b"held");
+    assert!(!held.redelivered);
+    // The TCP connection goes away under the consumer.
+    assert!(proxy.cut() > 0, "the consumer connected through the proxy");
+    publisher.publish("", &queue, b"after").await.unwrap();
+    // The stream reconnects (through the proxy, still accepting); the unacknowledged
+    // delivery comes back, marked redelivered, and nothing acked does.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let d = next(&mut stream).await;
+        assert_ne!(&d.data[..], b"acked", "an acked delivery came back");
+        seen.push((String::from_utf8(d.data.to_vec()).unwrap(), d.redelivered));
+        d.ack().await.unwrap();
+    }
+    seen.sort();
+    // "after" may have gone to the dying connection first (then it is redelivered too).
+    assert_eq!(
+        seen.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>(),
+        ["after", "held"]
+    );
+    assert!(seen[1].1, "held comes back marked redelivered");
+    // Acking on the dead connection says so (RabbitMQ already requeued it).
+    let err = held.ack().await.unwrap_err();
+    assert!(
+        matches!(err, kafka_seq::Error::AmqpChannelGone { .. }),
+        "{err}"
+    );
+    let control = stream.control();
+    drop(stream);
+    timeout(WAIT, control.closed()).await.unwrap();
+    publisher.delete_queue(&queue).await.unwrap();
+    publisher.close().await;
+}
