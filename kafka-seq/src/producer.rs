@@ -503,26 +503,19 @@ impl KafkaProducer {
         }
     }
 
-    /// Waits until every message sent through this producer (its sinks included) was
-    /// acknowledged or failed, at most the flush timeout. Woken by the delivery reports
-    /// themselves, not by polling. A record a sink holds back while librdkafka's queue is
-    /// full counts too: that sink must be polled to hand it over.
+    /// Waits until every message enqueued so far (through `send` or any sink) was
+    /// acknowledged or failed, at most the flush timeout. It watches librdkafka's own count
+    /// of enqueued, unreported messages every millisecond (rust-rdkafka's `flush` polls in
+    /// 100 ms slices that the producer's polling thread leaves empty). A record a sink holds
+    /// back while librdkafka's queue is full is not enqueued yet: flush the sink for that.
     ///
     /// # Errors
     /// [`Error::Kafka`] when the timeout passed first.
     pub async fn flush(&self) -> Result<(), Error> {
-        let in_flight = &self.inner.in_flight;
+        let producer = &self.inner.producer;
         let drained = async {
-            loop {
-                let room = in_flight.room.clone().notified_owned();
-                tokio::pin!(room);
-                room.as_mut().enable();
-                let waiting = Waiting::new(in_flight);
-                if in_flight.count.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                room.await;
-                drop(waiting);
+            while producer.in_flight_count() > 0 {
+                tokio::time::sleep(FLUSH_RECHECK).await;
             }
         };
         tokio::time::timeout(self.inner.flush_timeout, drained)
@@ -530,7 +523,7 @@ impl KafkaProducer {
             .map_err(|_| Error::Kafka {
                 op: format!(
                     "flush producer: {} messages unacknowledged after {:?}",
-                    in_flight.count.load(Ordering::SeqCst),
+                    producer.in_flight_count(),
                     self.inner.flush_timeout
                 ),
                 source: KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
@@ -553,6 +546,9 @@ impl KafkaProducer {
     }
 }
 
+/// How often [`KafkaProducer::flush`] looks at librdkafka's count of unreported messages.
+const FLUSH_RECHECK: Duration = Duration::from_millis(1);
+
 /// How many messages carry the same sink token before the sink makes a new one.
 const TOKEN_USES: u32 = 64;
 
@@ -565,7 +561,9 @@ const QUEUE_FULL_RETRY: Duration = Duration::from_millis(2);
 /// `poll_ready` waits for room under the producer's in-flight bound and reports a failed
 /// delivery as soon as it is known; `flush` and `close` wait for every acknowledgement.
 /// When librdkafka's own queue is full (by bytes) the sink keeps the record and retries,
-/// so `poll_ready` waits instead of failing.
+/// so `poll_ready` waits instead of failing. A sink reserves room under the bound for up to
+/// 64 messages at a time (never more than 1/16 of `max_in_flight`); what it has not used
+/// goes back when it is closed or dropped.
 pub struct KafkaSink {
     producer: KafkaProducer,
     topic: String,

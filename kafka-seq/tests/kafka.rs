@@ -695,3 +695,28 @@ async fn sink_waits_when_librdkafkas_queue_is_full_by_bytes_and_loses_nothing() 
     drop(stream);
     timeout(WAIT, control.closed()).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_flush_waits_for_enqueued_messages_not_for_a_sinks_reserved_room() {
+    let cluster = KafkaCluster::start(1);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name("flush-");
+    cluster.create_topic(&topic, 1);
+    let producer = ProducerConfig::new(&brokers)
+        .flush_timeout(Duration::from_secs(5))
+        .create()
+        .unwrap();
+    // The sink reserves room for several messages at once and keeps what it has not used.
+    let mut sink = producer.sink(&topic);
+    sink.feed(Record::new("0")).await.unwrap();
+    let single = producer.send(&topic, &Record::new("1")).await.unwrap();
+    timeout(WAIT, producer.flush()).await.unwrap().unwrap();
+    // Both messages were acknowledged by the time flush returned.
+    use futures::FutureExt;
+    assert!(single.now_or_never().is_some_and(|d| d.is_ok()));
+    assert!(
+        sink.flush().now_or_never().is_some_and(|r| r.is_ok()),
+        "the sink's message was acknowledged before flush returned"
+    );
+    sink.close().await.unwrap();
+}
