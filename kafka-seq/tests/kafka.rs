@@ -53,6 +53,7 @@ fn consumer(brokers: &str, group: &str, topic: &str) -> KafkaStream {
 fn id(m: &KafkaMessage) -> usize {
     std::str::from_utf8(m.payload.as_deref().unwrap())
         .unwrap()
+        .trim_end()
         .parse()
         .unwrap()
 }
@@ -63,6 +64,29 @@ async fn next(stream: &mut KafkaStream) -> KafkaMessage {
         .expect("a message within the time limit")
         .expect("the stream goes on")
         .expect("no consumer error")
+}
+
+/// A 3-broker cluster and a 1-partition topic led by broker 1 (which tests take down).
+fn cluster_led_by_broker_1(prefix: &str) -> (KafkaCluster, String, String) {
+    let cluster = KafkaCluster::start(3);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name(prefix);
+    cluster.create_topic(&topic, 1);
+    cluster.mock().partition_leader(&topic, 0, Some(1)).unwrap();
+    (cluster, brokers, topic)
+}
+
+/// Reads `topic` from the start with a new group: exactly the messages `0..n`, in order.
+async fn expect_in_order(brokers: &str, topic: &str, n: usize) {
+    let mut stream = consumer(brokers, &unique_name("g-"), topic);
+    for i in 0..n {
+        let m = next(&mut stream).await;
+        assert_eq!(id(&m), i, "every message once, in order");
+        m.ack.ack();
+    }
+    let control = stream.control();
+    drop(stream);
+    timeout(WAIT, control.closed()).await.unwrap().unwrap();
 }
 
 /// The group's committed offsets of `topic`'s partitions (`-1`: none), from the broker.
@@ -302,11 +326,7 @@ async fn pattern_subscription_picks_up_a_topic_created_later() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_and_up_loses_no_acknowledged_message() {
-    let cluster = KafkaCluster::start(3);
-    let brokers = cluster.bootstrap_servers().to_string();
-    let topic = unique_name("down-");
-    cluster.create_topic(&topic, 1);
-    cluster.mock().partition_leader(&topic, 0, Some(1)).unwrap();
+    let (cluster, brokers, topic) = cluster_led_by_broker_1("down-");
     let producer = ProducerConfig::new(&brokers)
         .set("linger.ms", "1")
         .max_in_flight(50)
@@ -589,11 +609,7 @@ async fn max_unacked_bounds_outstanding_messages_and_shutdown_ends_a_waiting_str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_holds_at_most_max_in_flight_and_reports_a_failed_delivery() {
-    let cluster = KafkaCluster::start(3);
-    let brokers = cluster.bootstrap_servers().to_string();
-    let topic = unique_name("inflight-");
-    cluster.create_topic(&topic, 1);
-    cluster.mock().partition_leader(&topic, 0, Some(1)).unwrap();
+    let (cluster, brokers, topic) = cluster_led_by_broker_1("inflight-");
     let producer = ProducerConfig::new(&brokers)
         .set("linger.ms", "1")
         .max_in_flight(5)
@@ -624,15 +640,7 @@ async fn sink_holds_at_most_max_in_flight_and_reports_a_failed_delivery() {
         .unwrap();
     timeout(WAIT, sink.close()).await.unwrap().unwrap();
     timeout(WAIT, producer.flush()).await.unwrap().unwrap();
-    let mut stream = consumer(&brokers, &unique_name("g-"), &topic);
-    for i in 0..7 {
-        let m = next(&mut stream).await;
-        assert_eq!(id(&m), i, "every message once, in order");
-        m.ack.ack();
-    }
-    let control = stream.control();
-    drop(stream);
-    timeout(WAIT, control.closed()).await.unwrap().unwrap();
+    expect_in_order(&brokers, &topic, 7).await;
 
     // A delivery that fails (the leader stays down past message.timeout.ms) is reported.
     cluster.mock().broker_down(1).unwrap();
@@ -651,11 +659,7 @@ async fn sink_holds_at_most_max_in_flight_and_reports_a_failed_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_waits_when_librdkafkas_queue_is_full_by_bytes_and_loses_nothing() {
-    let cluster = KafkaCluster::start(3);
-    let brokers = cluster.bootstrap_servers().to_string();
-    let topic = unique_name("bytes-");
-    cluster.create_topic(&topic, 1);
-    cluster.mock().partition_leader(&topic, 0, Some(1)).unwrap();
+    let (cluster, brokers, topic) = cluster_led_by_broker_1("bytes-");
     // librdkafka's queue holds 1 KiB: one 600-byte record fits, a second does not.
     let producer = ProducerConfig::new(&brokers)
         .set("linger.ms", "1")
@@ -680,20 +684,7 @@ async fn sink_waits_when_librdkafkas_queue_is_full_by_bytes_and_loses_nothing() 
     cluster.mock().broker_up(1).unwrap();
     timeout(WAIT, sink.feed(record(3))).await.unwrap().unwrap();
     timeout(WAIT, sink.close()).await.unwrap().unwrap();
-    let mut stream = consumer(&brokers, &unique_name("g-"), &topic);
-    for i in 0..4 {
-        let m = next(&mut stream).await;
-        let text = std::str::from_utf8(m.payload.as_deref().unwrap()).unwrap();
-        assert_eq!(
-            text.trim_end().parse::<usize>().unwrap(),
-            i,
-            "in order, once"
-        );
-        m.ack.ack();
-    }
-    let control = stream.control();
-    drop(stream);
-    timeout(WAIT, control.closed()).await.unwrap().unwrap();
+    expect_in_order(&brokers, &topic, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
