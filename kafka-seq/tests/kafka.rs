@@ -711,3 +711,14 @@ async fn producer_flush_waits_for_enqueued_messages_not_for_a_sinks_reserved_roo
     );
     sink.close().await.unwrap();
 }
+
+#[test]
+fn streams_messages_and_sinks_move_between_tasks() {
+    fn send<T: Send + 'static>() {}
+    fn shared<T: Send + Sync + 'static>() {}
+    send::<KafkaStream>();
+    send::<kafka_seq::KafkaSink>();
+    shared::<KafkaMessage>();
+    shared::<kafka_seq::ConsumerControl>();
+    shared::<kafka_seq::KafkaProducer>();
+}
