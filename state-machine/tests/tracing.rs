@@ -2,30 +2,17 @@
 
 mod sim;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sim::{Sim, St, units};
 use state_machine::{Executor, RetryPolicy, StepError};
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use test_services::CapturedLog;
 
 #[test]
 fn retries_and_dead_letters_are_logged_in_the_unit_span() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
+    let captured = CapturedLog::default();
+    let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
@@ -53,7 +40,7 @@ fn retries_and_dead_letters_are_logged_in_the_unit_span() {
             )
     });
     assert_eq!(report.completed, 2);
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let retry = logs
         .lines()
         .find(|l| l.contains("retry scheduled"))

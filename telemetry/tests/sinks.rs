@@ -485,24 +485,9 @@ fn starting_outside_a_runtime_is_an_error() {
     assert!(matches!(err, telemetry::Error::NoRuntime), "{err}");
 }
 
-/// Collects everything the `fmt` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn the_log_summary_logs_a_last_line_at_shutdown() {
-    let captured = Captured::default();
+    let captured = test_services::CapturedLog::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
@@ -522,7 +507,7 @@ fn the_log_summary_logs_a_last_line_at_shutdown() {
             .unwrap();
         telemetry.shutdown().await;
     });
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let line = text
         .lines()
         .find(|l| l.contains("metrics: "))

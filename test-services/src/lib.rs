@@ -77,9 +77,46 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}x{nanos:x}x{n}", std::process::id())
 }
 
+/// Collects what a logger writes, for tests that assert on log lines: give a clone to
+/// `tracing_subscriber::fmt().with_writer(move || captured.clone())`, then read
+/// [`text`](Self::text).
+#[derive(Clone, Debug, Default)]
+pub struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    /// Everything written so far (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn captured_log_keeps_what_was_written() {
+        let log = CapturedLog::default();
+        let mut writer = log.clone();
+        writer.write_all(b"one ").unwrap();
+        writer.write_all(b"two").unwrap();
+        assert_eq!(log.text(), "one two");
+    }
 
     #[test]
     fn unique_names_differ() {
