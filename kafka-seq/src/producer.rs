@@ -199,7 +199,7 @@ impl Future for Delivery {
 
 /// The producer-wide bound on enqueued, unacknowledged messages: a counter taken by senders
 /// and given back by delivery reports, plus a wake-up for senders waiting for room (the
-/// delivery thread only reads `waiting` unless someone waits).
+/// delivery thread only reads `waiting` unless someone waits, then wakes one per slot).
 struct InFlight {
     count: AtomicUsize,
     max: usize,
@@ -247,14 +247,16 @@ impl InFlight {
         self.give_back_many(1);
     }
 
-    /// Gives `n` slots back.
+    /// Gives `n` slots back, waking one waiting sender per slot (a woken sender that finds
+    /// the slot taken waits again; one dropped while woken passes the wake-up on).
     fn give_back_many(&self, n: usize) {
         if n == 0 {
             return;
         }
         self.count.fetch_sub(n, Ordering::SeqCst);
-        if self.waiting.load(Ordering::SeqCst) > 0 {
-            self.room.notify_waiters();
+        let waiting = self.waiting.load(Ordering::SeqCst);
+        for _ in 0..n.min(waiting) {
+            self.room.notify_one();
         }
     }
 

@@ -722,3 +722,55 @@ fn streams_messages_and_sinks_move_between_tasks() {
     shared::<kafka_seq::ConsumerControl>();
     shared::<kafka_seq::KafkaProducer>();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_senders_share_a_small_in_flight_bound_without_a_lost_wake_up() {
+    let cluster = KafkaCluster::start(1);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name("senders-");
+    cluster.create_topic(&topic, 1);
+    let producer = ProducerConfig::new(&brokers)
+        .set("linger.ms", "0")
+        .max_in_flight(3)
+        .create()
+        .unwrap();
+    // 40 tasks (some through a sink, some through send) contend for 3 slots; every one of
+    // their 800 messages must get through (a lost wake-up would hang a task).
+    let mut tasks = Vec::new();
+    for t in 0..40_usize {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        tasks.push(tokio::spawn(async move {
+            if t % 2 == 0 {
+                let mut sink = producer.sink(&topic);
+                for i in 0..20 {
+                    sink.feed(Record::new((t * 20 + i).to_string()))
+                        .await
+                        .unwrap();
+                }
+                sink.close().await.unwrap();
+            } else {
+                for i in 0..20 {
+                    let d = producer
+                        .send(&topic, &Record::new((t * 20 + i).to_string()))
+                        .await
+                        .unwrap();
+                    d.await.unwrap();
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        timeout(WAIT, task).await.unwrap().unwrap();
+    }
+    let mut stream = consumer(&brokers, &unique_name("g-"), &topic);
+    let mut seen = BTreeSet::new();
+    while seen.len() < 800 {
+        let m = next(&mut stream).await;
+        assert!(seen.insert(id(&m)), "{} twice", id(&m));
+        m.ack.ack();
+    }
+    assert_eq!(seen, (0..800).collect());
+    let control = stream.control();
+    drop(stream);
+    timeout(WAIT, control.closed()).await.unwrap().unwrap();
+}
