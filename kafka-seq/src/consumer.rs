@@ -52,7 +52,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{Notify, watch};
 
-use crate::offsets::Tracker;
+use crate::offsets::{Part, Tracker};
 use crate::{Error, kafka_err};
 
 /// What to subscribe to.
@@ -280,10 +280,8 @@ pub struct KafkaMessage {
 /// the message stops counting against [`max_unacked`](ConsumerConfig::max_unacked).
 pub struct Ack {
     shared: Arc<Shared>,
-    topic: Arc<str>,
-    partition: i32,
+    part: Arc<Part>,
     offset: i64,
-    generation: u64,
     tracked: bool,
     done: bool,
 }
@@ -291,8 +289,8 @@ pub struct Ack {
 impl std::fmt::Debug for Ack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ack")
-            .field("topic", &self.topic)
-            .field("partition", &self.partition)
+            .field("topic", &self.part.topic)
+            .field("partition", &self.part.partition)
             .field("offset", &self.offset)
             .finish()
     }
@@ -303,9 +301,7 @@ impl Ack {
     pub fn ack(mut self) {
         self.done = true;
         if self.tracked {
-            self.shared
-                .tracker
-                .ack(&self.topic, self.partition, self.offset, self.generation);
+            self.part.ack(self.offset);
         }
     }
 
@@ -318,9 +314,7 @@ impl Ack {
 
     fn do_nack(&self) {
         if self.tracked {
-            self.shared
-                .tracker
-                .nack(&self.topic, self.partition, self.offset, self.generation);
+            self.part.nack(self.offset);
         }
     }
 }
@@ -510,7 +504,7 @@ fn message(shared: &Arc<Shared>, m: &BorrowedMessage<'_>) -> Option<KafkaMessage
     // Counted before the Ack exists: its drop releases it.
     shared.outstanding.fetch_add(1, Ordering::SeqCst);
     Some(KafkaMessage {
-        topic: delivered.topic.clone(),
+        topic: delivered.part.topic.clone(),
         partition: m.partition(),
         offset: m.offset(),
         key: m.key().map(Bytes::copy_from_slice),
@@ -519,10 +513,8 @@ fn message(shared: &Arc<Shared>, m: &BorrowedMessage<'_>) -> Option<KafkaMessage
         headers,
         ack: Ack {
             shared: shared.clone(),
-            topic: delivered.topic,
-            partition: m.partition(),
+            part: delivered.part,
             offset: m.offset(),
-            generation: delivered.generation,
             tracked: delivered.tracked,
             done: false,
         },

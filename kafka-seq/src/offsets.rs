@@ -1,15 +1,29 @@
 //! Per-partition bookkeeping of delivered and acknowledged offsets: what may be committed is
 //! the highest contiguously acknowledged offset + 1, never more.
+//!
+//! Each assignment of a partition gets its own [`Part`], shared with the acknowledgement
+//! handles of its messages: an ack locks only its partition (no map lookup, no lock shared
+//! with other partitions), and acks of an earlier assignment land on a revoked `Part` and
+//! are ignored.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// State of one assigned partition.
+/// One assignment of one partition.
+#[derive(Debug)]
+pub(crate) struct Part {
+    /// The topic's name, shared by its partitions and messages.
+    pub topic: Arc<str>,
+    /// The partition number.
+    pub partition: i32,
+    state: Mutex<PartState>,
+}
+
+/// What a [`Part`] tracks.
 #[derive(Debug, Default)]
 struct PartState {
-    /// Assignment generation: acks of messages delivered under an older assignment are
-    /// ignored (the partition may have moved to another consumer meanwhile).
-    generation: u64,
+    /// Set when the partition is revoked (or assigned again): acks no longer count.
+    revoked: bool,
     /// Delivered, not yet contiguously acknowledged offsets in delivery order, with their
     /// acknowledged flag.
     pending: VecDeque<(i64, bool)>,
@@ -22,25 +36,59 @@ struct PartState {
     limit: Option<i64>,
 }
 
+impl Part {
+    fn lock(&self) -> MutexGuard<'_, PartState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The message at `offset` was processed.
+    pub fn ack(&self, offset: i64) {
+        let mut state = self.lock();
+        if state.revoked {
+            return;
+        }
+        let Ok(i) = state.pending.binary_search_by_key(&offset, |(o, _)| *o) else {
+            return;
+        };
+        state.pending[i].1 = true;
+        while let Some(&(o, true)) = state.pending.front() {
+            state.pending.pop_front();
+            state.committable = Some(o + 1);
+        }
+    }
+
+    /// The message at `offset` was not processed: commits stop before it for the rest of
+    /// this assignment, so it is redelivered after a restart or rebalance.
+    pub fn nack(&self, offset: i64) {
+        let mut state = self.lock();
+        if state.revoked {
+            return;
+        }
+        let limit = state.limit.map_or(offset, |l| l.min(offset));
+        state.limit = Some(limit);
+        // Offsets at or past the limit can never be committed now: stop tracking them.
+        while state.pending.back().is_some_and(|(o, _)| *o >= limit) {
+            state.pending.pop_back();
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TopicParts {
     name: Arc<str>,
-    parts: Vec<Option<PartState>>,
+    parts: Vec<Option<Arc<Part>>>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     topics: HashMap<Box<str>, TopicParts>,
-    next_generation: u64,
 }
 
 /// How a delivered message is tracked.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivered {
-    /// The shared topic name.
-    pub topic: Arc<str>,
-    /// The assignment generation it was delivered under.
-    pub generation: u64,
+    /// The assignment it was delivered under.
+    pub part: Arc<Part>,
     /// Whether its ack can move the commit point (false after a nack on the partition).
     pub tracked: bool,
 }
@@ -56,9 +104,16 @@ fn index(partition: i32) -> Option<usize> {
 }
 
 impl Inner {
-    fn part(&mut self, topic: &str, partition: i32) -> Option<&mut PartState> {
-        let tp = self.topics.get_mut(topic)?;
-        tp.parts.get_mut(index(partition)?)?.as_mut()
+    fn part(&self, topic: &str, partition: i32) -> Option<&Arc<Part>> {
+        self.topics
+            .get(topic)?
+            .parts
+            .get(index(partition)?)?
+            .as_ref()
+    }
+
+    fn parts(&self) -> impl Iterator<Item = &Arc<Part>> {
+        self.topics.values().flat_map(|t| t.parts.iter().flatten())
     }
 }
 
@@ -67,7 +122,8 @@ impl Tracker {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A partition was assigned: it starts afresh under a new generation.
+    /// A partition was assigned: it starts afresh (acks of an earlier assignment no longer
+    /// count).
     pub fn assign(&self, topic: &str, partition: i32) {
         let Some(i) = index(partition) else { return };
         // Partition numbers come from the broker's metadata; refuse absurd ones.
@@ -75,8 +131,6 @@ impl Tracker {
             return;
         }
         let mut g = self.lock();
-        g.next_generation += 1;
-        let generation = g.next_generation;
         let tp = g.topics.entry(topic.into()).or_insert_with(|| TopicParts {
             name: topic.into(),
             parts: Vec::new(),
@@ -84,10 +138,14 @@ impl Tracker {
         if tp.parts.len() <= i {
             tp.parts.resize_with(i + 1, || None);
         }
-        tp.parts[i] = Some(PartState {
-            generation,
-            ..PartState::default()
+        let part = Arc::new(Part {
+            topic: tp.name.clone(),
+            partition,
+            state: Mutex::new(PartState::default()),
         });
+        if let Some(old) = tp.parts[i].replace(part) {
+            old.lock().revoked = true;
+        }
     }
 
     /// A partition is revoked: forget it and return the offset to commit for it, if any
@@ -95,94 +153,48 @@ impl Tracker {
     pub fn revoke(&self, topic: &str, partition: i32) -> Option<i64> {
         let mut g = self.lock();
         let tp = g.topics.get_mut(topic)?;
-        let state = tp.parts.get_mut(index(partition)?)?.take()?;
+        let part = tp.parts.get_mut(index(partition)?)?.take()?;
         if tp.parts.iter().all(Option::is_none) {
             g.topics.remove(topic);
         }
+        let mut state = part.lock();
+        state.revoked = true;
         state.committable.filter(|c| state.committed != Some(*c))
     }
 
     /// A message was fetched; `None` when its partition is not assigned (a stale message
     /// of a revoked partition, which must not be handed out).
     pub fn deliver(&self, topic: &str, partition: i32, offset: i64) -> Option<Delivered> {
-        let mut g = self.lock();
-        let tp = g.topics.get_mut(topic)?;
-        let name = tp.name.clone();
-        let state = tp.parts.get_mut(index(partition)?)?.as_mut()?;
-        let tracked = state.limit.is_none();
-        if tracked {
-            if state
+        let part = self.lock().part(topic, partition)?.clone();
+        let tracked = {
+            let mut state = part.lock();
+            if state.limit.is_some() {
+                false
+            } else if state
                 .pending
                 .back()
                 .is_some_and(|(last, _)| *last >= offset)
             {
                 // Offsets only grow within an assignment; a repeat is not tracked twice.
-                return Some(Delivered {
-                    topic: name,
-                    generation: state.generation,
-                    tracked: false,
-                });
+                false
+            } else {
+                state.pending.push_back((offset, false));
+                true
             }
-            state.pending.push_back((offset, false));
-        }
-        Some(Delivered {
-            topic: name,
-            generation: state.generation,
-            tracked,
-        })
-    }
-
-    /// The message at `offset` was processed.
-    pub fn ack(&self, topic: &str, partition: i32, offset: i64, generation: u64) {
-        let mut g = self.lock();
-        let Some(state) = g.part(topic, partition) else {
-            return;
         };
-        if state.generation != generation {
-            return;
-        }
-        let Ok(i) = state.pending.binary_search_by_key(&offset, |(o, _)| *o) else {
-            return;
-        };
-        state.pending[i].1 = true;
-        while let Some(&(o, true)) = state.pending.front() {
-            state.pending.pop_front();
-            state.committable = Some(o + 1);
-        }
-    }
-
-    /// The message at `offset` was not processed: commits stop before it for the rest of
-    /// this assignment, so it is redelivered after a restart or rebalance.
-    pub fn nack(&self, topic: &str, partition: i32, offset: i64, generation: u64) {
-        let mut g = self.lock();
-        let Some(state) = g.part(topic, partition) else {
-            return;
-        };
-        if state.generation != generation {
-            return;
-        }
-        let limit = state.limit.map_or(offset, |l| l.min(offset));
-        state.limit = Some(limit);
-        // Offsets at or past the limit can never be committed now: stop tracking them.
-        while state.pending.back().is_some_and(|(o, _)| *o >= limit) {
-            state.pending.pop_back();
-        }
+        Some(Delivered { part, tracked })
     }
 
     /// Offsets to commit now (progress since the last commit); marks them committed.
     pub fn take_commits(&self) -> Vec<(Arc<str>, i32, i64)> {
-        let mut g = self.lock();
+        let g = self.lock();
         let mut out = Vec::new();
-        for tp in g.topics.values_mut() {
-            for (p, state) in tp.parts.iter_mut().enumerate() {
-                let Some(state) = state else { continue };
-                let Some(c) = state.committable else { continue };
-                if state.committed != Some(c) {
-                    state.committed = Some(c);
-                    if let Ok(p) = i32::try_from(p) {
-                        out.push((tp.name.clone(), p, c));
-                    }
-                }
+        for part in g.parts() {
+            let mut state = part.lock();
+            let Some(c) = state.committable else { continue };
+            if state.committed != Some(c) {
+                state.committed = Some(c);
+                out.push((part.topic.clone(), part.partition, c));
             }
         }
         out
@@ -190,37 +202,31 @@ impl Tracker {
 
     /// A commit of `offset` failed: commit it again next time.
     pub fn commit_failed(&self, topic: &str, partition: i32, offset: i64) {
-        let mut g = self.lock();
-        if let Some(state) = g.part(topic, partition)
-            && state.committed == Some(offset)
-        {
-            state.committed = None;
+        let g = self.lock();
+        if let Some(part) = g.part(topic, partition) {
+            let mut state = part.lock();
+            if state.committed == Some(offset) {
+                state.committed = None;
+            }
         }
     }
 
     /// Number of assigned partitions with acknowledged progress not yet committed.
     pub fn uncommitted(&self) -> usize {
         let g = self.lock();
-        g.topics
-            .values()
-            .flat_map(|t| t.parts.iter().flatten())
-            .filter(|s| s.committable.is_some() && s.committable != s.committed)
+        g.parts()
+            .filter(|p| {
+                let s = p.lock();
+                s.committable.is_some() && s.committable != s.committed
+            })
             .count()
     }
 
     /// The assigned partitions, sorted.
     pub fn assignment(&self) -> Vec<(Arc<str>, i32)> {
         let g = self.lock();
-        let mut out: Vec<(Arc<str>, i32)> = g
-            .topics
-            .values()
-            .flat_map(|t| {
-                t.parts.iter().enumerate().filter_map(|(p, s)| {
-                    s.as_ref()?;
-                    Some((t.name.clone(), i32::try_from(p).ok()?))
-                })
-            })
-            .collect();
+        let mut out: Vec<(Arc<str>, i32)> =
+            g.parts().map(|p| (p.topic.clone(), p.partition)).collect();
         out.sort();
         out
     }
@@ -229,11 +235,7 @@ impl Tracker {
     #[cfg(test)]
     pub fn pending(&self) -> usize {
         let g = self.lock();
-        g.topics
-            .values()
-            .flat_map(|t| t.parts.iter().flatten())
-            .map(|s| s.pending.len())
-            .sum()
+        g.parts().map(|p| p.lock().pending.len()).sum()
     }
 }
 
@@ -255,19 +257,19 @@ mod tests {
     fn only_the_contiguous_acked_prefix_is_committable() {
         let t = Tracker::default();
         t.assign("a", 0);
-        let g = t.deliver("a", 0, 10).unwrap().generation;
+        let p = t.deliver("a", 0, 10).unwrap().part;
         for o in 11..15 {
             t.deliver("a", 0, o).unwrap();
         }
-        t.ack("a", 0, 12, g);
-        t.ack("a", 0, 13, g);
+        p.ack(12);
+        p.ack(13);
         assert!(commits(&t).is_empty(), "10 is not acked yet");
-        t.ack("a", 0, 10, g);
+        p.ack(10);
         assert_eq!(commits(&t), vec![("a".into(), 0, 11)]);
-        t.ack("a", 0, 11, g);
+        p.ack(11);
         assert_eq!(commits(&t), vec![("a".into(), 0, 14)]);
         assert!(commits(&t).is_empty(), "nothing new");
-        t.ack("a", 0, 14, g);
+        p.ack(14);
         assert_eq!(commits(&t), vec![("a".into(), 0, 15)]);
         assert_eq!(t.pending(), 0);
     }
@@ -276,10 +278,10 @@ mod tests {
     fn gaps_in_offsets_do_not_block_commits() {
         let t = Tracker::default();
         t.assign("a", 3);
-        let g = t.deliver("a", 3, 5).unwrap().generation;
+        let p = t.deliver("a", 3, 5).unwrap().part;
         t.deliver("a", 3, 9).unwrap(); // 6..8 compacted away or transaction markers
-        t.ack("a", 3, 9, g);
-        t.ack("a", 3, 5, g);
+        p.ack(9);
+        p.ack(5);
         assert_eq!(commits(&t), vec![("a".into(), 3, 10)]);
     }
 
@@ -287,20 +289,20 @@ mod tests {
     fn nack_freezes_the_commit_point_before_it() {
         let t = Tracker::default();
         t.assign("a", 0);
-        let g = t.deliver("a", 0, 0).unwrap().generation;
+        let p = t.deliver("a", 0, 0).unwrap().part;
         for o in 1..5 {
             t.deliver("a", 0, o).unwrap();
         }
-        t.nack("a", 0, 2, g);
+        p.nack(2);
         for o in [1, 3, 4] {
-            t.ack("a", 0, o, g);
+            p.ack(o);
         }
         assert!(commits(&t).is_empty(), "0 is not acked yet");
-        t.ack("a", 0, 0, g);
+        p.ack(0);
         assert_eq!(commits(&t), vec![("a".into(), 0, 2)]);
         let later = t.deliver("a", 0, 5).unwrap();
         assert!(!later.tracked);
-        t.ack("a", 0, 5, g);
+        p.ack(5);
         assert!(commits(&t).is_empty());
         assert_eq!(t.pending(), 0, "nothing tracked past the nack");
     }
@@ -309,19 +311,26 @@ mod tests {
     fn acks_of_an_old_assignment_are_ignored() {
         let t = Tracker::default();
         t.assign("a", 1);
-        let old = t.deliver("a", 1, 7).unwrap().generation;
+        let old = t.deliver("a", 1, 7).unwrap().part;
         assert_eq!(t.revoke("a", 1), None);
         assert!(
             t.deliver("a", 1, 8).is_none(),
             "revoked partitions are not handed out"
         );
         t.assign("a", 1);
-        let new = t.deliver("a", 1, 7).unwrap().generation;
-        assert_ne!(old, new);
-        t.ack("a", 1, 7, old);
+        let new = t.deliver("a", 1, 7).unwrap().part;
+        assert!(!Arc::ptr_eq(&old, &new));
+        old.ack(7);
         assert!(commits(&t).is_empty());
-        t.ack("a", 1, 7, new);
+        new.ack(7);
         assert_eq!(commits(&t), vec![("a".into(), 1, 8)]);
+        // Assigned again without a revoke in between: the older assignment stops counting.
+        t.assign("a", 1);
+        let newer = t.deliver("a", 1, 8).unwrap().part;
+        new.ack(8);
+        assert!(commits(&t).is_empty());
+        newer.ack(8);
+        assert_eq!(commits(&t), vec![("a".into(), 1, 9)]);
     }
 
     #[test]
@@ -329,24 +338,26 @@ mod tests {
         let t = Tracker::default();
         t.assign("a", 0);
         t.assign("b", 2);
-        let g = t.deliver("a", 0, 0).unwrap().generation;
-        t.ack("a", 0, 0, g);
-        let gb = t.deliver("b", 2, 4).unwrap().generation;
-        t.ack("b", 2, 4, gb);
+        let pa = t.deliver("a", 0, 0).unwrap().part;
+        pa.ack(0);
+        let pb = t.deliver("b", 2, 4).unwrap().part;
+        pb.ack(4);
         assert_eq!(commits(&t).len(), 2);
-        let g2 = t.deliver("a", 0, 1).unwrap().generation;
-        t.ack("a", 0, 1, g2);
+        t.deliver("a", 0, 1).unwrap();
+        pa.ack(1);
+        assert_eq!(t.assignment().len(), 2);
         assert_eq!(t.revoke("a", 0), Some(2));
         assert_eq!(t.revoke("b", 2), None, "already committed");
         assert_eq!(t.uncommitted(), 0);
+        assert!(t.assignment().is_empty());
     }
 
     #[test]
     fn failed_commits_are_retried() {
         let t = Tracker::default();
         t.assign("a", 0);
-        let g = t.deliver("a", 0, 0).unwrap().generation;
-        t.ack("a", 0, 0, g);
+        let p = t.deliver("a", 0, 0).unwrap().part;
+        p.ack(0);
         assert_eq!(commits(&t), vec![("a".into(), 0, 1)]);
         t.commit_failed("a", 0, 1);
         assert_eq!(commits(&t), vec![("a".into(), 0, 1)]);
