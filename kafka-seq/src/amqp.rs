@@ -237,8 +237,8 @@ async fn run(
                 Some(Ok(d)) => {
                     let delivery = AmqpDelivery {
                         data: Bytes::from(d.data),
-                        routing_key: d.routing_key.to_string(),
-                        exchange: d.exchange.to_string(),
+                        routing_key: d.routing_key.into(),
+                        exchange: d.exchange.into(),
                         redelivered: d.redelivered,
                         properties: d.properties,
                         delivery_tag: d.delivery_tag,
