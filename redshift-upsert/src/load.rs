@@ -258,25 +258,21 @@ impl Loader {
         metrics::counter!("blueshift_files_loaded_total", "table" => table.clone())
             .increment(report.files_loaded as u64);
         if self.opts.delete_loaded {
-            let mut keys: Vec<&str> = dir.files.iter().map(|f| f.key.as_str()).collect();
-            let cm;
-            if matches!(self.url, WarehouseUrl::Redshift(_)) {
-                cm = self
-                    .redshift_target(store, &dir.directory)?
-                    .map(|t| t.copy_manifest_key);
-                if let Some(k) = &cm {
-                    keys.push(k);
-                }
-            }
-            for k in keys {
-                match store.delete(k).await {
+            for f in &dir.files {
+                match store.delete(&f.key).await {
                     Ok(()) => report.files_deleted += 1,
                     Err(e) => {
-                        tracing::warn!(key = k, error = %e, "could not delete a loaded file; the history skips it next time")
+                        tracing::warn!(key = %f.key, error = %e, "could not delete a loaded file; the history skips it next time")
                     }
                 }
             }
-            report.files_deleted = report.files_deleted.min(dir.files.len());
+            // The COPY manifest this loader wrote is not a data file: removed, not counted.
+            if matches!(self.url, WarehouseUrl::Redshift(_))
+                && let Some(t) = self.redshift_target(store, &dir.directory)?
+                && let Err(e) = store.delete(&t.copy_manifest_key).await
+            {
+                tracing::warn!(key = %t.copy_manifest_key, error = %e, "could not delete the COPY manifest");
+            }
         }
         Ok(report)
     }

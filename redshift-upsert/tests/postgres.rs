@@ -268,6 +268,7 @@ async fn a_kill_between_commit_and_delete_reloads_nothing() {
     assert!(out.failed.is_empty(), "{:?}", out.failed);
     assert_eq!(out.loaded[0].files_skipped, 1);
     assert_eq!(out.loaded[0].files_loaded, 0);
+    assert_eq!(out.loaded[0].files_deleted, 1);
     let after: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT serial FROM {t} ORDER BY id"
     )))
