@@ -210,6 +210,10 @@ impl Service {
             metrics::counter!("blueshift_invalid_manifests_total").increment(1);
             out.failed.push((dir, e));
         }
+        // Backoff of directories that are no longer ready (loaded by someone else, deleted)
+        // is forgotten, so the map holds at most the ready directories.
+        self.backoff
+            .retain(|dir, _| s.ready.iter().any(|d| d.directory == *dir));
         let now = Instant::now();
         let mut jobs = Vec::new();
         for d in s.ready {
