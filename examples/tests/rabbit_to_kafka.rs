@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kafka_seq::amqp::AmqpPublisher;
 use kafka_seq::{ConsumerConfig, KafkaStream};
-use rdkafka::mocking::MockCluster;
+use test_services::kafka::KafkaCluster;
 use test_services::{AMQP, service_url, unique_name};
 use tokio::time::timeout;
 
@@ -74,10 +74,10 @@ async fn every_message_reaches_kafka_across_a_sigterm_restart() {
     let Some(url) = service_url(AMQP, "rabbit-to-kafka end to end") else {
         return;
     };
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let cluster = KafkaCluster::start(1);
+    let brokers = cluster.bootstrap_servers().to_string();
     let topic = unique_name("r2k-");
-    cluster.create_topic(&topic, 3, 1).unwrap();
+    cluster.create_topic(&topic, 3);
     let queue = unique_name("r2k_");
 
     let publisher = AmqpPublisher::connect(&url).await.unwrap();

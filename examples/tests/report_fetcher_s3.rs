@@ -1,8 +1,8 @@
 //! `report-fetcher` uploading to the S3 API server at `TEST_S3_ENDPOINT`.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::Arc;
+use tokio::process::Command;
 
 use examples::report_fetcher::convert::{Report, convert, object_key, raw_report};
 use futures::TryStreamExt;
@@ -65,14 +65,12 @@ async fn run_uploads_every_converted_report_to_s3() {
     for o in &options {
         cmd.arg("--store-option").arg(o);
     }
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        tokio::task::spawn_blocking(move || cmd.output()),
-    )
-    .await
-    .expect("report-fetcher finishes")
-    .unwrap()
-    .unwrap();
+    // Killed if the time limit passes (the output future is dropped with the child).
+    cmd.kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(90), cmd.output())
+        .await
+        .expect("report-fetcher finishes")
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
