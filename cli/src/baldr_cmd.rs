@@ -261,7 +261,7 @@ fn pack(files: &[PathBuf], compression: Compression, output: Option<&Path>) -> a
                     "refusing to write binary records to a terminal: use -o OUT or redirect stdout"
                 );
             }
-            let writer = Writer::new(Compressor::new(stdout.lock(), compression)?);
+            let writer = baldr::compressed_writer(stdout.lock(), compression)?;
             let mut stdout = pack_into(files, writer).context("cannot write to stdout")?;
             stdout.flush().context("cannot write to stdout")?;
         }
@@ -272,7 +272,7 @@ fn pack(files: &[PathBuf], compression: Compression, output: Option<&Path>) -> a
             };
             let tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            let writer = Writer::new(Compressor::new(BufWriter::new(tmp), compression)?);
+            let writer = baldr::compressed_writer(BufWriter::new(tmp), compression)?;
             let tmp = pack_into(files, writer)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             let tmp = tmp.into_inner().map_err(|e| e.into_error())?;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use baldr::{Compression, Compressor, Reader, Writer};
+use baldr::Compression;
 
 /// Flags of the `pipeline` program.
 #[derive(Debug, clap::Parser)]
@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
     let started = Instant::now();
 
     let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut writer = Writer::new(Compressor::new(BufWriter::new(file), Compression::Gzip)?);
+    let mut writer = baldr::compressed_writer(BufWriter::new(file), Compression::Gzip)?;
     let mut buf = String::new();
     for i in 0..args.records {
         event(i, &mut buf);
@@ -81,7 +81,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
 
     let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut n = 0u64;
-    for record in Reader::new(baldr::open(BufReader::new(file))?) {
+    for record in baldr::open_reader(BufReader::new(file))? {
         let record = record.with_context(|| format!("{}", path.display()))?;
         event(n, &mut buf);
         ensure!(
