@@ -42,7 +42,7 @@ pub enum Error {
     },
     /// A record's header holds a length above the configured maximum.
     #[error(
-        "byte offset {offset}: record length {length} exceeds the maximum of {max} bytes (see --max-record-bytes)"
+        "byte offset {offset}: record length {length} exceeds the maximum of {max} bytes"
     )]
     TooLarge {
         /// Byte offset of the record's header.

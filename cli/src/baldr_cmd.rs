@@ -182,7 +182,12 @@ fn for_each_record(
     let decompressed = baldr::open(input).map_err(|e| Stop::Input(format!("I/O error: {e}")))?;
     let mut n = 0u64;
     for record in Reader::new(decompressed).with_max_record_bytes(max) {
-        let record = record.map_err(|e| Stop::Input(e.to_string()))?;
+        let record = record.map_err(|e| {
+            Stop::Input(match e {
+                baldr::Error::TooLarge { .. } => format!("{e} (see --max-record-bytes)"),
+                e => e.to_string(),
+            })
+        })?;
         each(&record).map_err(Stop::Output)?;
         n += 1;
     }
