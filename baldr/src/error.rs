@@ -41,9 +41,7 @@ pub enum Error {
         length: i64,
     },
     /// A record's header holds a length above the configured maximum.
-    #[error(
-        "byte offset {offset}: record length {length} exceeds the maximum of {max} bytes"
-    )]
+    #[error("byte offset {offset}: record length {length} exceeds the maximum of {max} bytes")]
     TooLarge {
         /// Byte offset of the record's header.
         offset: u64,

@@ -44,6 +44,17 @@ pub enum ReportState {
     },
 }
 
+impl ReportState {
+    /// The state's name in logs, metrics and the journal.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReportState::Downloadable { .. } => "download",
+            ReportState::Transformable { .. } => "transform",
+            ReportState::Uploadable { .. } => "upload",
+        }
+    }
+}
+
 /// The unit id of `(client, day)`.
 pub fn unit_id(client: u32, day: u32) -> String {
     format!("client={client:05}/date={}", date_of(day))
@@ -161,11 +172,7 @@ impl Machine for Fetcher {
     type State = ReportState;
 
     fn state_name(&self, state: &ReportState) -> &'static str {
-        match state {
-            ReportState::Downloadable { .. } => "download",
-            ReportState::Transformable { .. } => "transform",
-            ReportState::Uploadable { .. } => "upload",
-        }
+        state.name()
     }
 
     async fn step(

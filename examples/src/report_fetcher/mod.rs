@@ -281,7 +281,7 @@ async fn run_async(args: &Args) -> anyhow::Result<Summary> {
         eprintln!(
             "dead letter: {} in {} after {} attempts: {}",
             d.id,
-            fetcher_state_name(&d.state),
+            d.state.name(),
             d.attempts,
             d.error
         );
@@ -351,14 +351,6 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-fn fetcher_state_name(state: &ReportState) -> &'static str {
-    match state {
-        ReportState::Downloadable { .. } => "download",
-        ReportState::Transformable { .. } => "transform",
-        ReportState::Uploadable { .. } => "upload",
-    }
 }
 
 /// Reads every expected report object back and compares it with the conversion of the
