@@ -239,7 +239,17 @@ impl<M: Machine> Executor<M> {
     /// Opens the journal at `path` (see [`Journal::open`]), continues every unfinished unit it
     /// holds, journaling to the same file, and returns the report of the continued units.
     pub async fn resume(self, path: impl AsRef<Path>) -> Result<Report<M::State>, Error> {
-        let (journal, recovery) = Journal::open::<M::State>(path)?;
+        // Reading (and repairing) a journal is file I/O of its whole length: off the runtime.
+        let path = path.as_ref().to_path_buf();
+        let opened = path.clone();
+        let (journal, recovery) =
+            tokio::task::spawn_blocking(move || Journal::open::<M::State>(opened))
+                .await
+                .map_err(|e| Error::JournalIo {
+                    path,
+                    action: "open",
+                    source: std::io::Error::other(e),
+                })??;
         Ok(self.journal(journal).run_iter(recovery.unfinished).await)
     }
 }

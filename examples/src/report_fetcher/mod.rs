@@ -224,7 +224,9 @@ async fn run_async(args: &Args) -> anyhow::Result<Summary> {
         let mut resumed: Vec<Unit<ReportState>> = Vec::new();
         let mut known: HashSet<String> = HashSet::new();
         if let Some(path) = &args.journal {
-            let (journal, recovery) = Journal::open::<ReportState>(path)?;
+            let opened = path.clone();
+            let (journal, recovery) =
+                tokio::task::spawn_blocking(move || Journal::open::<ReportState>(opened)).await??;
             if let Some((offset, why)) = &recovery.torn {
                 tracing::warn!(journal = %path.display(), offset, %why, "ignored a torn last record");
             }
