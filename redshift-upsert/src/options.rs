@@ -371,7 +371,7 @@ pub enum Compression {
 }
 
 /// How records are laid out in data files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     /// Delimited text (Redshift's default, `|`-delimited).
     Text {

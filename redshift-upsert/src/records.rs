@@ -201,7 +201,7 @@ impl RecordReader {
             }
             self.data.clear();
             self.fields.clear();
-            match self.fmt.layout.clone() {
+            match self.fmt.layout {
                 Layout::Text {
                     delimiter,
                     escape,
@@ -365,7 +365,8 @@ impl RecordReader {
                     continue;
                 }
                 Some(serde_json::Value::String(s)) => self.data.extend_from_slice(s.as_bytes()),
-                Some(other) => self.data.extend_from_slice(other.to_string().as_bytes()),
+                Some(other) => serde_json::to_writer(&mut self.data, other)
+                    .map_err(|e| self.err(format!("column {col}: {e}")))?,
             }
             self.finish_field(start, false, false);
         }
