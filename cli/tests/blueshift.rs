@@ -164,10 +164,12 @@ fn bad_flags_and_configuration_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
     let out = blueshift()
         .args([
             "--store",
-            "file:///tmp/x",
+            &format!("file://{}", store.display()),
             "--warehouse",
             "mysql://x",
             "--once",
@@ -176,6 +178,7 @@ fn bad_flags_and_configuration_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mysql://x"));
+    assert!(!store.exists(), "a refused configuration created the store directory");
 }
 
 #[tokio::test]

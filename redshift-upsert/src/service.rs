@@ -118,12 +118,13 @@ pub struct Service {
 impl Service {
     /// Validates the flags and opens the store (databases are connected on first use).
     pub fn new(args: Args) -> Result<Service> {
-        let store = Store::open(&args.store, args.s3_endpoint.as_deref())?;
         let key_pattern = Regex::new(&args.key_pattern)
             .map_err(|e| Error::Config(format!("--key-pattern {:?}: {e}", args.key_pattern)))?;
         let default_warehouse = WarehouseUrl::parse(&args.warehouse)?;
         let history_table = TableName::parse(&args.history_table)
             .map_err(|e| Error::Config(format!("--history-table: {e}")))?;
+        // Last: opening a file:// store creates its directory, which a bad flag must not.
+        let store = Store::open(&args.store, args.s3_endpoint.as_deref())?;
         Ok(Service {
             args,
             store,
