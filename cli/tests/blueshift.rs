@@ -178,7 +178,10 @@ fn bad_flags_and_configuration_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mysql://x"));
-    assert!(!store.exists(), "a refused configuration created the store directory");
+    assert!(
+        !store.exists(),
+        "a refused configuration created the store directory"
+    );
 }
 
 #[tokio::test]

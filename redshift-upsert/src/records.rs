@@ -255,7 +255,6 @@ impl RecordReader {
     fn split_text(&mut self, delimiter: u8, escape: bool, remove_quotes: bool) {
         let line = std::mem::take(&mut self.line);
         let null_opt = self.fmt.null_as.take();
-        let null_as: &[u8] = null_opt.as_deref().unwrap_or_default();
         let mut i = 0;
         loop {
             let start = self.data.len();
@@ -286,7 +285,7 @@ impl RecordReader {
                 i += 1;
             }
             let raw = &line[raw_start..i];
-            let is_null = !null_as.is_empty() && raw == null_as;
+            let is_null = null_opt.as_deref() == Some(raw);
             self.finish_field(start, is_null, quoted);
             if i >= line.len() {
                 break;
@@ -539,6 +538,20 @@ mod tests {
                 vec![s("3"), None],
                 vec![s("4"), s("line\nbreak")],
             ]
+        );
+    }
+
+    #[test]
+    fn text_null_as_matches_the_raw_field_even_when_empty() {
+        let got = rows(b"1|\\N|x\n2||y\n", &[], 3).unwrap();
+        assert_eq!(
+            got,
+            vec![vec![s("1"), None, s("x")], vec![s("2"), s(""), s("y")]]
+        );
+        let got = rows(b"1|\\N|x\n2||y\n", &["NULL AS ''"], 3).unwrap();
+        assert_eq!(
+            got,
+            vec![vec![s("1"), s("\\N"), s("x")], vec![s("2"), None, s("y")]]
         );
     }
 
