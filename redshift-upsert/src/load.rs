@@ -448,10 +448,6 @@ impl Loader {
         {
             tracing::debug!(directory = %dir.directory, "copied straight into the empty table");
             file_rows = rows;
-            report.rows = file_rows
-                .iter()
-                .map(|(_, n)| n.unwrap_or(0).max(0) as u64)
-                .sum();
             loaded_direct = true;
         }
         let keys_first = if loaded_direct || values_repeat {
@@ -483,7 +479,7 @@ impl Loader {
             tracing::debug!(directory = %dir.directory, unique, "keys staged");
             // Keys distinct as text may still be equal as values (`1`, `01`): a unique
             // index then refuses the direct load, which is undone to run the full plan.
-            let mut values_repeat = false;
+            let mut equal_as_values = false;
             if unique {
                 exec_sql(&mut tx, &format!("SAVEPOINT {DIRECT_SAVEPOINT}")).await?;
                 match run_pg_steps(&mut tx, &direct, &p, m, store, extras).await {
@@ -509,24 +505,20 @@ impl Loader {
                             &format!("ROLLBACK TO SAVEPOINT {DIRECT_SAVEPOINT}"),
                         )
                         .await?;
-                        values_repeat = true;
+                        equal_as_values = true;
                     }
                     Err(e) => return Err(e),
                 }
             } else {
                 drop(extras);
             }
-            if !unique || values_repeat {
+            if !unique || equal_as_values {
                 let mut rest: Vec<Step> = p.steps.iter().skip(2).cloned().collect();
                 rest.push(Step::Execute(format!("DROP TABLE {}", crate::plan::KEYS)));
                 file_rows = run_pg_steps(&mut tx, &rest, &p, m, store, CopyExtras::default())
                     .await?
                     .0;
             }
-            report.rows = file_rows
-                .iter()
-                .map(|(_, n)| n.unwrap_or(0).max(0) as u64)
-                .sum();
         } else {
             // Keys are watched while staging; if none repeats, the rest of the plan skips the
             // "latest row per key" step (same staging prefix, checked below).
@@ -534,62 +526,50 @@ impl Loader {
                 .steps
                 .iter()
                 .rposition(|s| matches!(s, Step::CopyFromStdin { .. }));
-            let mut keys = (last_copy.is_some() && !key_idx.is_empty() && !values_repeat)
+            let keys = (!key_idx.is_empty() && !values_repeat)
                 .then(|| KeyTracker::new(key_idx, MAX_TRACKED_KEYS));
-            let mut steps: Vec<Step> = p.steps.clone();
-            let mut i = 0;
-            while i < steps.len() {
-                let step_started = Instant::now();
-                match &steps[i] {
-                    Step::Execute(sql) => {
-                        sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(Self::db(sql.clone()))?;
-                    }
-                    Step::CopyFromStdin { sql, file, fields } => {
-                        let rf = p.read_format.as_ref().ok_or_else(|| Error::Plan {
-                            table: m.table.plain(),
-                            message: "COPY FROM STDIN without a read format".into(),
-                        })?;
-                        let extras = CopyExtras {
-                            fields: fields.clone(),
-                            keys: keys.take(),
-                            spool: None,
-                        };
-                        let (n, x) =
-                            copy_file(&mut tx, sql, store, file, rf, &m.columns, extras).await?;
-                        keys = x.keys;
-                        report.rows += n;
-                        file_rows.push((file.clone(), Some(n as i64)));
-                    }
-                    Step::InsertRows { .. } | Step::CopyFromSpool { .. } => {
-                        return Err(Error::Plan {
-                            table: m.table.plain(),
-                            message: "insert steps need SQLite".into(),
-                        });
-                    }
-                }
-                tracing::debug!(directory = %dir.directory, step = i, elapsed = ?step_started.elapsed(), "plan step done");
-                if Some(i) == last_copy
-                    && keys.as_ref().is_some_and(|k| k.state() == KeyState::Unique)
-                {
-                    let unique = TargetFacts {
-                        batch_keys_unique: true,
-                        ..facts
+            match (last_copy, keys) {
+                (Some(last), Some(keys)) => {
+                    let extras = CopyExtras {
+                        keys: Some(keys),
+                        ..CopyExtras::default()
                     };
-                    let q = plan_with(m, &todo, self.dialect(), None, &unique)?;
-                    if q.steps.get(..=i) != p.steps.get(..=i) {
-                        return Err(Error::Plan {
-                            table: m.table.plain(),
-                            message: "plans for unique and repeated keys stage differently".into(),
-                        });
-                    }
-                    steps = q.steps;
+                    let (staged, _, extras) =
+                        run_pg_steps(&mut tx, &p.steps[..=last], &p, m, store, extras).await?;
+                    file_rows = staged;
+                    let unique = extras.keys.is_some_and(|k| k.state() == KeyState::Unique);
+                    let q;
+                    let rest = if unique {
+                        let facts = TargetFacts {
+                            batch_keys_unique: true,
+                            ..facts
+                        };
+                        q = plan_with(m, &todo, self.dialect(), None, &facts)?;
+                        if q.steps.get(..=last) != p.steps.get(..=last) {
+                            return Err(Error::Plan {
+                                table: m.table.plain(),
+                                message: "plans for unique and repeated keys stage differently"
+                                    .into(),
+                            });
+                        }
+                        &q.steps[last + 1..]
+                    } else {
+                        &p.steps[last + 1..]
+                    };
+                    run_pg_steps(&mut tx, rest, &p, m, store, CopyExtras::default()).await?;
                 }
-                i += 1;
+                _ => {
+                    file_rows =
+                        run_pg_steps(&mut tx, &p.steps, &p, m, store, CopyExtras::default())
+                            .await?
+                            .0;
+                }
             }
         }
+        report.rows = file_rows
+            .iter()
+            .map(|(_, n)| n.unwrap_or(0).max(0) as u64)
+            .sum();
         if p.copy_manifest.is_some() {
             let n: i64 = sqlx::query_scalar("SELECT pg_last_copy_count()::BIGINT")
                 .fetch_one(&mut *tx)
