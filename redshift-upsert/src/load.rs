@@ -332,15 +332,18 @@ impl Loader {
     }
 
     fn split_done(files: &[DataFile], done: &[Done]) -> (Vec<DataFile>, usize) {
+        let mut by_key: HashMap<&str, Vec<&Done>> = HashMap::with_capacity(done.len());
+        for d in done {
+            by_key.entry(d.key.as_str()).or_default().push(d);
+        }
         let mut todo = Vec::new();
         let mut skipped = 0;
         for f in files {
-            let seen = done.iter().any(|d| {
-                d.key == f.key
-                    && match (&d.etag, &f.etag) {
-                        (Some(a), Some(b)) => a == b,
-                        _ => d.size == f.size as i64,
-                    }
+            let seen = by_key.get(f.key.as_str()).is_some_and(|loaded| {
+                loaded.iter().any(|d| match (&d.etag, &f.etag) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => d.size == f.size as i64,
+                })
             });
             if seen {
                 skipped += 1

@@ -284,7 +284,7 @@ pub async fn run(args: Args) -> Result<bool> {
         tokio::spawn(async move {
             shutdown_signal().await;
             stop.store(true, Ordering::SeqCst);
-            notify.notify_waiters();
+            // Wakes the loop's wait, or is kept for it if it is polling right now.
             notify.notify_one();
         });
     }
