@@ -903,8 +903,10 @@ pub async fn copy_file(
     let reader = store.reader(&file.key).await?;
     let mut rr = RecordReader::new(reader, rf, columns, &file.key);
     let (chunks, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    let spool_err = |e: std::io::Error| Error::Io {
-        path: "(spool file)".into(),
+    // The spool is an unnamed temporary file: name the data file it was being written for.
+    let spool_path = std::path::PathBuf::from(format!("local spool of {}", file.key));
+    let spool_err = move |e: std::io::Error| Error::Io {
+        path: spool_path.clone(),
         source: e,
     };
     let producer = tokio::spawn(async move {
@@ -927,7 +929,7 @@ pub async fn copy_file(
             if let Some(f) = spool.as_mut() {
                 encode_pg_text(&rec, &mut spool_buf);
                 if spool_buf.len() >= COPY_CHUNK {
-                    f.write_all(&spool_buf).await.map_err(spool_err)?;
+                    f.write_all(&spool_buf).await.map_err(&spool_err)?;
                     spool_buf.clear();
                 }
             }
@@ -943,7 +945,7 @@ pub async fn copy_file(
             }
         }
         if let Some(f) = spool.as_mut() {
-            f.write_all(&spool_buf).await.map_err(spool_err)?;
+            f.write_all(&spool_buf).await.map_err(&spool_err)?;
         }
         if !buf.is_empty() {
             let _ = chunks.send(buf).await;
@@ -999,7 +1001,7 @@ async fn copy_spool(
 ) -> Result<u64> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
     let io = |e: std::io::Error| Error::Io {
-        path: "(spool file)".into(),
+        path: "local spool of the staged data files".into(),
         source: e,
     };
     spool.flush().await.map_err(io)?;
