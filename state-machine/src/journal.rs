@@ -10,7 +10,7 @@
 //! A crash can tear the last record; [`Journal::open`] detects it, ignores it and truncates
 //! the file back to the last complete record before appending.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -44,13 +44,13 @@ pub struct Recovery<S> {
     pub records: u64,
     /// The torn last record that was ignored (and cut off): its byte offset and what was wrong.
     pub torn: Option<(u64, String)>,
-    known: HashMap<String, ()>,
+    known: HashSet<String>,
 }
 
 impl<S> Recovery<S> {
     /// Whether the journal knows unit `id` (in any state, finished or not).
     pub fn contains(&self, id: &str) -> bool {
-        self.known.contains_key(id)
+        self.known.contains(id)
     }
 
     /// How many units the journal knows.
@@ -252,13 +252,13 @@ fn read_records<S: DeserializeOwned>(
         dead: Vec::new(),
         records,
         torn,
-        known: HashMap::with_capacity(order.len()),
+        known: HashSet::with_capacity(order.len()),
     };
     for id in order {
         let Some(value) = latest.remove(&id) else {
             continue;
         };
-        recovery.known.insert(id.clone(), ());
+        recovery.known.insert(id.clone());
         match value {
             Latest::State(state) => recovery.unfinished.push(Unit { id, state }),
             Latest::Completed => recovery.completed.push(id),

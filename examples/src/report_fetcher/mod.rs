@@ -222,10 +222,11 @@ async fn run_async(args: &Args) -> anyhow::Result<Summary> {
             executor = executor.limit_rate("download", Quota::per_second(rate));
         }
         let mut resumed: Vec<Unit<ReportState>> = Vec::new();
-        let mut known: HashSet<String> = HashSet::new();
+        // What the journal knows (finished or not) is not fed in again.
+        let mut known = None;
         if let Some(path) = &args.journal {
             let opened = path.clone();
-            let (journal, recovery) =
+            let (journal, mut recovery) =
                 tokio::task::spawn_blocking(move || Journal::open::<ReportState>(opened)).await??;
             if let Some((offset, why)) = &recovery.torn {
                 tracing::warn!(journal = %path.display(), offset, %why, "ignored a torn last record");
@@ -237,23 +238,20 @@ async fn run_async(args: &Args) -> anyhow::Result<Summary> {
                 recovery.unfinished.len(),
                 recovery.torn.is_some()
             );
-            known.extend(recovery.completed.iter().cloned());
-            known.extend(recovery.dead.iter().map(|d| d.id.clone()));
-            known.extend(recovery.unfinished.iter().map(|u| u.id.clone()));
-            previously_dead = recovery.dead;
-            resumed = recovery.unfinished;
+            previously_dead = std::mem::take(&mut recovery.dead);
+            resumed = std::mem::take(&mut recovery.unfinished);
+            known = Some(recovery);
             executor = executor.journal(journal);
         }
-        units = resumed.len() as u64
-            + all
-                .clone()
-                .filter(|&(c, d)| !known.contains(&unit_id(c, d)))
-                .count() as u64;
-        let input = resumed.into_iter().chain(
-            all.clone()
-                .filter(move |&(c, d)| !known.contains(&unit_id(c, d)))
-                .map(unit),
-        );
+        let is_new = move |&(c, d): &(u32, u32)| {
+            known
+                .as_ref()
+                .is_none_or(|r: &state_machine::Recovery<ReportState>| !r.contains(&unit_id(c, d)))
+        };
+        units = resumed.len() as u64 + all.clone().filter(&is_new).count() as u64;
+        let input = resumed
+            .into_iter()
+            .chain(all.clone().filter(is_new).map(unit));
         let bar = ProgressView::start(units, Some(executor.progress()));
         // Ctrl-C / SIGTERM: running transitions finish, the rest stays in the journal.
         let shutdown = executor.shutdown_handle();
