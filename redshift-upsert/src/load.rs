@@ -877,14 +877,8 @@ pub async fn key_range(
 
 /// A pseudo-random duration in `[0, max)` (for jitter; not cryptographic).
 pub fn jitter(max: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.write_u128(now.as_nanos());
-    let n = max.as_nanos().max(1) as u64;
-    Duration::from_nanos(h.finish() % n)
+    let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(..max.max(1)))
 }
 
 /// Streams one file into `COPY ... FROM STDIN` (`sql`, e.g. `COPY t (a, b) FROM STDIN`) and

@@ -10,10 +10,9 @@ use std::io::Write;
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
     let events = benches::log_events(20_000);
-    let mut plain = Vec::new();
+    let mut plain = bytes::BytesMut::new();
     for e in &events {
-        plain.extend_from_slice(&(e.len() as i64).to_be_bytes());
-        plain.extend_from_slice(e);
+        baldr::encode(e, &mut plain);
     }
     let out = match mode.as_str() {
         "flate2" => {
