@@ -92,7 +92,7 @@ pub struct Loader {
     pool: Pool,
     opts: LoadOptions,
     table_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    history_ready: Mutex<bool>,
+    history_ready: tokio::sync::OnceCell<()>,
 }
 
 /// The history row of a file loaded before.
@@ -112,7 +112,7 @@ impl Loader {
             pool,
             opts,
             table_locks: Mutex::new(HashMap::new()),
-            history_ready: Mutex::new(false),
+            history_ready: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -172,10 +172,13 @@ impl Loader {
 
     /// Creates the history table if it does not exist (once per loader).
     pub async fn ensure_history(&self) -> Result<()> {
-        let mut ready = self.history_ready.lock().await;
-        if *ready {
-            return Ok(());
-        }
+        self.history_ready
+            .get_or_try_init(|| self.create_history())
+            .await
+            .map(|_| ())
+    }
+
+    async fn create_history(&self) -> Result<()> {
         let h = &self.opts.history_table;
         let ddl = format!(
             "CREATE TABLE IF NOT EXISTS {h} (directory VARCHAR(1024) NOT NULL, file_key VARCHAR(1024) NOT NULL, \
@@ -208,7 +211,6 @@ impl Loader {
                     .map_err(Self::db(ddl))?;
             }
         }
-        *ready = true;
         Ok(())
     }
 
