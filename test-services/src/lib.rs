@@ -77,6 +77,43 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}x{nanos:x}x{n}", std::process::id())
 }
 
+/// Creates a bucket named `<prefix><unique>` on the S3 API server at `endpoint`
+/// (`http://HOST:PORT`, e.g. [`S3_ENDPOINT`]'s value) with a plain path-style HTTP `PUT`, and
+/// returns its name. Bucket names allow lower-case letters, digits and `-` only: `prefix`
+/// should keep to those.
+///
+/// # Panics
+/// When the server cannot be reached within 10 s or does not answer `200`.
+pub fn create_s3_bucket(endpoint: &str, prefix: &str) -> String {
+    use std::io::Read;
+    let bucket = unique_name(prefix).replace('_', "-").to_ascii_lowercase();
+    let hostport = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&hostport)
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("S3 endpoint {endpoint}: not HOST:PORT"));
+    let timeout = std::time::Duration::from_secs(10);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .unwrap_or_else(|e| panic!("S3 endpoint {endpoint}: {e}"));
+    let _ = s.set_read_timeout(Some(timeout));
+    let req = format!(
+        "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("S3 endpoint {endpoint}: {e}"));
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let head = String::from_utf8_lossy(&resp[..resp.len().min(40)]).to_string();
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "creating bucket {bucket} at {endpoint}: {head}"
+    );
+    bucket
+}
+
 /// Collects what a logger writes, for tests that assert on log lines: give a clone to
 /// `tracing_subscriber::fmt().with_writer(move || captured.clone())`, then read
 /// [`text`](Self::text).
