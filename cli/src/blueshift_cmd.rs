@@ -1,15 +1,18 @@
 //! `blueshift`: watch object storage and load directories of data files into the warehouse
-//! with upserts (the `redshift-upsert` crate), with the service metrics of `telemetry`.
+//! with upserts (the `blueshift` service crate), with the process lifecycle of
+//! `service-lifecycle` (flags, `BLUESHIFT_*` variables, `--config FILE`, logging, metrics,
+//! SIGTERM/SIGINT, exit codes).
 //!
-//! Exit status with `--once` / `--dry-run`: 0 when every ready directory loaded (planned),
-//! 1 otherwise; 2 on bad flags or configuration.
+//! Exit status: with `--once` / `--dry-run`, 0 when every ready directory loaded (planned),
+//! 1 otherwise; 0 after a clean stop (SIGTERM/SIGINT) of the daemon; 2 on bad flags or
+//! configuration.
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use lifecycle::{BadConfig, Exit};
 
-/// Flags of `blueshift`: the service's (each also from a `BLUESHIFT_*` variable) and the
-/// metrics sinks' (`--metrics-listen ADDR`, `--riemann HOST:PORT`, `--riemann-interval`, ...).
+/// Flags of `blueshift`: the service's, and the process's (`--config`, `--log-format`,
+/// `--drain-timeout`, metrics sinks).
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "blueshift",
@@ -19,35 +22,32 @@ use anyhow::Context;
 pub struct BlueshiftArgs {
     /// The service.
     #[command(flatten)]
-    pub service: redshift_upsert::service::Args,
-    /// Where metrics go.
+    pub service: blueshift::Args,
+    /// The process.
     #[command(flatten)]
-    pub telemetry: telemetry::TelemetryArgs,
+    pub process: lifecycle::ProcessArgs,
 }
 
-/// Runs the service until it is done (`--once`, `--dry-run`) or stopped (SIGTERM/SIGINT),
-/// then sends the final metrics report. Must be called inside a tokio runtime.
-pub async fn run(args: BlueshiftArgs) -> ExitCode {
-    let metrics = match args.telemetry.install("blueshift") {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!("cannot set up metrics: {e}");
-            eprintln!("blueshift: cannot set up metrics: {e}");
-            return ExitCode::from(2);
+/// Runs the service until it is done (`--once`, `--dry-run`) or stopped (SIGTERM/SIGINT);
+/// prints `--dry-run`'s plans on stdout.
+pub fn run(args: BlueshiftArgs) -> ExitCode {
+    let BlueshiftArgs { service, process } = args;
+    let one_shot = service.once || service.dry_run;
+    lifecycle::run("blueshift", &process, move |stop| async move {
+        let outcome = blueshift::run(service, stop).await.map_err(|e| {
+            if e.is_config() {
+                BadConfig::wrap(e)
+            } else {
+                e.into()
+            }
+        })?;
+        if let Some(plans) = &outcome.plans {
+            print!("{plans}");
         }
-    };
-    let result = redshift_upsert::service::run(args.service)
-        .await
-        .context("blueshift failed");
-    // Even a short `--once` run is visible in Riemann.
-    metrics.shutdown().await;
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("blueshift: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+        Ok(if one_shot && !outcome.succeeded() {
+            Exit::WorkFailed
+        } else {
+            Exit::Done
+        })
+    })
 }

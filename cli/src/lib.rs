@@ -3,4 +3,5 @@
 #![warn(missing_docs)]
 
 pub mod baldr_cmd;
+#[cfg(feature = "blueshift")]
 pub mod blueshift_cmd;

@@ -240,6 +240,170 @@ async fn the_service_polls_until_sigterm_and_exits_0() {
     assert_eq!(code, Some(0));
 }
 
+/// A "PostgreSQL server" that accepts connections and never answers: a load into it hangs
+/// (until sqlx's 30 s acquire timeout), which lets tests signal a service busy loading.
+fn silent_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Bounded: a test opens a handful of connections.
+        for s in l.incoming().take(64) {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// Starts blueshift loading one directory into the silent server, with `extra` flags; returns
+/// once the load is under way (the store's file still there after a few polls' time).
+async fn busy_blueshift(dir: &Path, extra: &[&str]) -> KillOnDrop {
+    let store = dir.join("store");
+    write(&store, "in/manifest.edn", MANIFEST.as_bytes());
+    write(&store, "in/a.tsv", b"foo\tbar\n1\tx\n");
+    let port = silent_server();
+    let child = KillOnDrop(
+        blueshift()
+            .args([
+                "--store",
+                &format!("file://{}", store.display()),
+                "--warehouse",
+                &format!("postgres://postgres@127.0.0.1:{port}/db"),
+                "--poll-interval",
+                "100ms",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    child
+}
+
+fn sigterm(child: &KillOnDrop) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Waits (bounded) for the child's exit status.
+async fn exit_code(child: &mut KillOnDrop, within: std::time::Duration) -> Option<i32> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            return s.code();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no exit within {within:?}");
+}
+
+#[tokio::test]
+async fn a_service_stuck_in_a_load_is_cut_off_at_the_drain_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = busy_blueshift(dir.path(), &["--drain-timeout", "500ms"]).await;
+    let signalled = std::time::Instant::now();
+    sigterm(&child);
+    let code = exit_code(&mut child, std::time::Duration::from_secs(20)).await;
+    assert_eq!(
+        code,
+        Some(1),
+        "work unfinished at the deadline is a failure"
+    );
+    let took = signalled.elapsed();
+    assert!(took >= std::time::Duration::from_millis(450), "{took:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("drain deadline"), "{err}");
+    assert!(
+        dir.path().join("store/in/a.tsv").exists(),
+        "nothing loaded, nothing deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_with_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = busy_blueshift(dir.path(), &["--drain-timeout", "1h"]).await;
+    sigterm(&child);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(child.0.try_wait().unwrap().is_none(), "draining, not gone");
+    sigterm(&child);
+    let code = exit_code(&mut child, std::time::Duration::from_secs(10)).await;
+    assert_eq!(code, Some(130));
+}
+
+#[tokio::test]
+async fn a_config_file_is_read_and_flags_and_variables_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wh, mut c) = warehouse(dir.path()).await;
+    let store = dir.path().join("store");
+    write(&store, "good/manifest.edn", MANIFEST.as_bytes());
+    write(&store, "good/a.tsv", b"foo\tbar\n3\tthree\n");
+    write(&store, "other/manifest.edn", MANIFEST.as_bytes());
+    write(&store, "other/a.tsv", b"foo\tbar\n4\tfour\n");
+    let config = dir.path().join("blueshift.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"file://{}\"\nwarehouse = \"{wh}\"\nonce = true\nkey-pattern = \"^other\"\npoll-interval = \"1s\"\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    // The variable overrides the file's key pattern: only `good` loads.
+    let out = blueshift()
+        .args(["--config", config.to_str().unwrap()])
+        .env("BLUESHIFT_KEY_PATTERN", "^good")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        rows(&mut c).await,
+        vec![(1, "old".into()), (3, "three".into())]
+    );
+    assert!(store.join("other/a.tsv").exists());
+    // A flag overrides both.
+    let out = blueshift()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--key-pattern",
+            "^oth",
+        ])
+        .env("BLUESHIFT_KEY_PATTERN", "^good")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!store.join("other/a.tsv").exists());
+    // A key that is no flag: exit 2, naming the file and the key.
+    std::fs::write(&config, "stor = \"x\"\n").unwrap();
+    let out = blueshift()
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("blueshift.toml") && err.contains("`stor`"),
+        "{err}"
+    );
+}
+
 /// Kills the child process when the test ends, passing or not.
 struct KillOnDrop(std::process::Child);
 

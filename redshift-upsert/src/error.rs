@@ -89,9 +89,32 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The service configuration is invalid.
-    #[error("configuration: {0}")]
-    Config(String),
+    /// A listing returned more objects than a scan may hold.
+    #[error("more than {max} objects under {location}: narrow the prefix")]
+    TooManyObjects {
+        /// The store and prefix listed.
+        location: String,
+        /// The limit.
+        max: usize,
+    },
+    /// An object read whole (a manifest) is larger than allowed.
+    #[error("{key}: {size} bytes, more than the {max} allowed")]
+    ObjectTooLarge {
+        /// The object's key.
+        key: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// A Redshift load lacks what COPY needs (an S3 store, an IAM role).
+    #[error("Redshift load into {table}: {message}")]
+    RedshiftSetup {
+        /// The target table.
+        table: String,
+        /// What is missing.
+        message: String,
+    },
 }
 
 impl Error {
@@ -148,6 +171,12 @@ mod tests {
             "invalid input syntax for type bigint"
         ));
         assert!(!is_retryable_code("XX000", "1023 rows"));
-        assert!(!Error::Config("x".into()).is_retryable());
+        assert!(
+            !Error::Plan {
+                table: "t".into(),
+                message: "x".into()
+            }
+            .is_retryable()
+        );
     }
 }

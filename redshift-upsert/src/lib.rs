@@ -1,11 +1,12 @@
 //! Load object-storage files into Redshift, PostgreSQL or SQLite with upserts.
 //!
 //! Clients drop data files and a manifest (`manifest.edn`, `.toml` or `.json`, compatible with
-//! the original Blueshift) into a watched directory; the [`service`] (the `blueshift` binary)
-//! loads all files of a directory in one transaction through a staging table, then deletes
-//! them. The [`plan`] module is pure (manifest + file list in, statements out); the
-//! [`load`] module runs plans against PostgreSQL (COPY FROM STDIN), Redshift (COPY from S3)
-//! and SQLite (batched inserts), with a load-history table for exactly-once loading.
+//! the original Blueshift) into a directory of object storage; a [`batch::Batch`] (one
+//! directory's manifest and files) is loaded in one transaction through a staging table,
+//! then its files are deleted. The `blueshift` service (crate `blueshift`) watches a store
+//! for such directories. The [`plan`] module is pure (manifest + file list in, statements
+//! out); the [`load`] module runs plans against PostgreSQL (COPY FROM STDIN), Redshift (COPY
+//! from S3) and SQLite (batched inserts), with a load-history table for exactly-once loading.
 //!
 //! ```
 //! use redshift_upsert::manifest::{Manifest, ManifestFormat};
@@ -29,6 +30,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod batch;
 pub mod edn;
 mod error;
 pub mod load;
@@ -36,10 +38,8 @@ pub mod manifest;
 pub mod options;
 pub mod plan;
 pub mod records;
-pub mod service;
 pub mod store;
 pub mod warehouse;
-pub mod watcher;
 
 pub use error::{Error, Result, is_retryable_code};
 /// The database driver, re-exported for users of [`warehouse::Pool`].

@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::{AssertSqlSafe, Connection, Row};
 use tokio::sync::Mutex;
 
+use crate::batch::{Batch, COPY_MANIFEST_NAME};
 use crate::error::{Error, Result};
 use crate::manifest::{Ident, TableName};
 use crate::options::ReadFormat;
@@ -19,7 +21,6 @@ use crate::plan::{
 use crate::records::{KeyState, KeyTracker, RecordReader, encode_pg_text, encode_pg_text_fields};
 use crate::store::Store;
 use crate::warehouse::{Pool, WarehouseUrl, connect};
-use crate::watcher::{COPY_MANIFEST_NAME, ReadyDir};
 
 /// The default load-history table.
 pub const DEFAULT_HISTORY_TABLE: &str = "blueshift_load_history";
@@ -131,23 +132,25 @@ impl Loader {
         &self.pool
     }
 
-    /// The Redshift target for a store, when this warehouse is Redshift.
-    pub fn redshift_target(
-        &self,
-        store: &Store,
-        directory: &str,
-    ) -> Result<Option<RedshiftTarget>> {
+    /// The Redshift target for a batch in a store, when this warehouse is Redshift.
+    pub fn redshift_target(&self, store: &Store, batch: &Batch) -> Result<Option<RedshiftTarget>> {
         if !matches!(self.url, WarehouseUrl::Redshift(_)) {
             return Ok(None);
         }
-        let s3_base = store.s3_base.clone().ok_or_else(|| {
-            Error::Config("Redshift loads need an s3:// store (COPY reads from S3)".into())
-        })?;
+        let setup = |message: &str| Error::RedshiftSetup {
+            table: batch.manifest.table.plain(),
+            message: message.to_string(),
+        };
+        let s3_base = store
+            .s3_base
+            .clone()
+            .ok_or_else(|| setup("the files must be in S3: COPY reads them from there"))?;
         let iam_role = self
             .opts
             .iam_role
             .clone()
-            .ok_or_else(|| Error::Config("Redshift loads need --iam-role".into()))?;
+            .ok_or_else(|| setup("no IAM role for COPY (LoadOptions::iam_role)"))?;
+        let directory = &batch.directory;
         let copy_manifest_key = if directory.is_empty() {
             COPY_MANIFEST_NAME.to_string()
         } else {
@@ -217,13 +220,19 @@ impl Loader {
     /// Loads one directory: all its data files in one transaction, then deletes them.
     /// Files the history lists as loaded (same key and ETag/size) are skipped and deleted.
     /// Serialization conflicts are retried with backoff.
-    pub async fn load(&self, store: &Store, dir: &ReadyDir) -> Result<LoadReport> {
+    pub async fn load(&self, store: &Store, dir: &Batch) -> Result<LoadReport> {
         let table = dir.manifest.table.plain();
         let lock = self.table_lock(&dir.manifest.table).await;
         let _guard = lock.lock().await;
         self.ensure_history().await?;
         let started = Instant::now();
         let mut attempt = 0;
+        let mut backoff = ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .with_max_times(self.opts.max_attempts.saturating_sub(1) as usize)
+            .build();
         let result = loop {
             attempt += 1;
             let r = match &self.pool {
@@ -231,11 +240,12 @@ impl Loader {
                 Pool::Sqlite(p) => self.try_load_sqlite(p, store, dir).await,
             };
             match r {
-                Err(e) if e.is_retryable() && attempt < self.opts.max_attempts => {
+                Err(e) if e.is_retryable() => {
+                    let Some(wait) = backoff.next() else {
+                        break Err(e);
+                    };
                     metrics::counter!("blueshift_load_retries_total", "table" => table.clone())
                         .increment(1);
-                    let wait = Duration::from_millis(100 << attempt.min(6))
-                        + jitter(Duration::from_millis(100));
                     tracing::warn!(directory = %dir.directory, %table, attempt, error = %e, ?wait, "serialization conflict, retrying");
                     tokio::time::sleep(wait).await;
                 }
@@ -270,7 +280,7 @@ impl Loader {
             }
             // The COPY manifest this loader wrote is not a data file: removed, not counted.
             if matches!(self.url, WarehouseUrl::Redshift(_))
-                && let Some(t) = self.redshift_target(store, &dir.directory)?
+                && let Some(t) = self.redshift_target(store, dir)?
                 && let Err(e) = store.delete(&t.copy_manifest_key).await
             {
                 tracing::warn!(key = %t.copy_manifest_key, error = %e, "could not delete the COPY manifest");
@@ -280,7 +290,7 @@ impl Loader {
     }
 
     /// Best effort: a `failed` history row per file, outside the (rolled back) transaction.
-    async fn record_failure(&self, dir: &ReadyDir, e: &Error) {
+    async fn record_failure(&self, dir: &Batch, e: &Error) {
         let msg: String = e.to_string().chars().take(1000).collect();
         let h = &self.opts.history_table;
         let table = dir.manifest.table.plain();
@@ -359,11 +369,11 @@ impl Loader {
     fn make_plan(
         &self,
         store: &Store,
-        dir: &ReadyDir,
+        dir: &Batch,
         todo: &[DataFile],
         facts: &TargetFacts,
     ) -> Result<Plan> {
-        let rs = self.redshift_target(store, &dir.directory)?;
+        let rs = self.redshift_target(store, dir)?;
         let p = plan_with(&dir.manifest, todo, self.dialect(), rs.as_ref(), facts)?;
         for n in &p.notes {
             tracing::info!(directory = %dir.directory, note = %n, "COPY option not applied");
@@ -375,7 +385,7 @@ impl Loader {
         &self,
         pool: &sqlx::PgPool,
         store: &Store,
-        dir: &ReadyDir,
+        dir: &Batch,
     ) -> Result<LoadReport> {
         let m = &dir.manifest;
         let h = &self.opts.history_table;
@@ -608,7 +618,7 @@ impl Loader {
         &self,
         pool: &sqlx::SqlitePool,
         store: &Store,
-        dir: &ReadyDir,
+        dir: &Batch,
     ) -> Result<LoadReport> {
         let m = &dir.manifest;
         let h = &self.opts.history_table;
@@ -875,12 +885,6 @@ pub async fn key_range(
         .fetch_one(conn)
         .await
         .map_err(Loader::db("look up a btree index on the key column"))
-}
-
-/// A pseudo-random duration in `[0, max)` (for jitter; not cryptographic).
-pub fn jitter(max: Duration) -> Duration {
-    let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(fastrand::u64(..max.max(1)))
 }
 
 /// Streams one file into `COPY ... FROM STDIN` (`sql`, e.g. `COPY t (a, b) FROM STDIN`) and

@@ -358,7 +358,7 @@ pub fn plan_with(
             let rs = redshift
                 .ok_or_else(|| perr("Redshift plans need an S3 base and an IAM role".into()))?;
             if rs.iam_role.is_empty() {
-                return Err(perr("Redshift plans need an IAM role (--iam-role)".into()));
+                return Err(perr("Redshift plans need an IAM role for COPY".into()));
             }
             let entries: Vec<serde_json::Value> = files
                 .iter()

@@ -1,5 +1,6 @@
-//! The object store being watched: `file://` or `s3://` (any S3 API server), reading objects
-//! as streams and small objects (manifests) whole.
+//! The object store the data files are read from: any `object_store` store (S3 or an S3 API
+//! server, a local directory, memory), reading objects as streams and small objects
+//! (manifests) whole.
 
 use std::sync::Arc;
 
@@ -28,69 +29,22 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `file:///path` or `s3://bucket[/prefix]`. For S3, credentials and region come
-    /// from the usual `AWS_*` variables; `endpoint` (e.g. a local S3 API server) switches to
-    /// path-style requests and allows plain HTTP; without `AWS_ACCESS_KEY_ID` requests to such
-    /// an endpoint are signed with a placeholder key pair (what local S3 API servers accept).
-    pub fn open(url: &str, endpoint: Option<&str>) -> Result<Store> {
-        let cfg = |m: &str| Error::Config(format!("--store {url}: {m}"));
-        if let Some(path) = url.strip_prefix("file://") {
-            if path.is_empty() {
-                return Err(cfg("file:// needs an absolute path"));
-            }
-            std::fs::create_dir_all(path).map_err(|source| Error::Io {
-                path: path.into(),
-                source,
-            })?;
-            let fs =
-                object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|source| {
-                    Error::Store {
-                        location: url.to_string(),
-                        source,
-                    }
-                })?;
-            return Ok(Store {
-                inner: Arc::new(fs),
-                prefix: String::new(),
-                s3_base: None,
-                url: url.to_string(),
-            });
+    /// A store over `inner` (keys relative to its root), watching `prefix`; `s3_bucket` names
+    /// the bucket when `inner` is S3 (Redshift's COPY reads the files from there); `url` is
+    /// how it is shown in logs. Opening one from a URL is the caller's business (the
+    /// `blueshift` service uses `service-lifecycle`'s `store::open`).
+    pub fn new(
+        inner: Arc<dyn ObjectStore>,
+        prefix: &str,
+        s3_bucket: Option<&str>,
+        url: impl Into<String>,
+    ) -> Store {
+        Store {
+            inner,
+            prefix: prefix.trim_matches('/').to_string(),
+            s3_base: s3_bucket.map(|b| format!("s3://{b}")),
+            url: url.into(),
         }
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(cfg("s3:// needs a bucket"));
-            }
-            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-            if let Some(ep) = endpoint {
-                b = b
-                    .with_endpoint(ep)
-                    .with_allow_http(true)
-                    .with_virtual_hosted_style_request(false);
-                if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-                    // Local S3 API servers (moto, s3s-fs) accept any key pair.
-                    b = b
-                        .with_access_key_id("blueshift-local")
-                        .with_secret_access_key("blueshift-local");
-                }
-                if std::env::var_os("AWS_REGION").is_none()
-                    && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-                {
-                    b = b.with_region("us-east-1");
-                }
-            }
-            let s3 = b.build().map_err(|source| Error::Store {
-                location: url.to_string(),
-                source,
-            })?;
-            return Ok(Store {
-                inner: Arc::new(s3),
-                prefix: prefix.trim_matches('/').to_string(),
-                s3_base: Some(format!("s3://{bucket}")),
-                url: url.to_string(),
-            });
-        }
-        Err(cfg("expected file:///PATH or s3://BUCKET[/PREFIX]"))
     }
 
     fn serr(key: &str) -> impl FnOnce(object_store::Error) -> Error + '_ {
@@ -108,10 +62,10 @@ impl Store {
         while let Some(m) = s.next().await {
             out.push(m.map_err(Self::serr(&self.prefix))?);
             if out.len() > MAX_LISTED {
-                return Err(Error::Config(format!(
-                    "more than {MAX_LISTED} objects under {}: narrow the prefix",
-                    self.url
-                )));
+                return Err(Error::TooManyObjects {
+                    location: self.url.clone(),
+                    max: MAX_LISTED,
+                });
             }
         }
         Ok(out)
@@ -125,10 +79,11 @@ impl Store {
             .await
             .map_err(Self::serr(key))?;
         if r.meta.size > max as u64 {
-            return Err(Error::Config(format!(
-                "{key}: {} bytes, more than the {max} allowed",
-                r.meta.size
-            )));
+            return Err(Error::ObjectTooLarge {
+                key: key.to_string(),
+                size: r.meta.size,
+                max,
+            });
         }
         let b = r.bytes().await.map_err(Self::serr(key))?;
         Ok(b.to_vec())

@@ -110,6 +110,24 @@ impl WarehouseUrl {
         }
     }
 
+    /// The server's host and port (PostgreSQL and Redshift; `None` for SQLite). A URL without
+    /// a port gets the driver's default, 5432; a Unix socket path is returned as the host.
+    ///
+    /// # Errors
+    /// The URL does not parse as a connection URL.
+    pub fn server(&self) -> Result<Option<(String, u16)>> {
+        match self {
+            WarehouseUrl::Postgres(u) | WarehouseUrl::Redshift(u) => {
+                let o = PgConnectOptions::from_str(u).map_err(|e| Error::Warehouse {
+                    url: self.redacted(),
+                    message: e.to_string(),
+                })?;
+                Ok(Some((o.get_host().to_string(), o.get_port())))
+            }
+            WarehouseUrl::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// The URL with any password replaced by `***` (for logs and errors).
     pub fn redacted(&self) -> String {
         match self {
@@ -214,6 +232,20 @@ mod tests {
                 .contains("expected postgres://")
         );
         assert!(WarehouseUrl::parse("...").is_err());
+    }
+
+    #[test]
+    fn servers_have_host_and_port() {
+        let server = |u: &str| WarehouseUrl::parse(u).unwrap().server().unwrap();
+        assert_eq!(
+            server("postgres://u@db.example:6543/x"),
+            Some(("db.example".into(), 6543))
+        );
+        assert_eq!(
+            server("redshift://u:p@rs.example/x"),
+            Some(("rs.example".into(), 5432))
+        );
+        assert_eq!(server("sqlite:///tmp/x.db"), None);
     }
 
     #[test]

@@ -121,7 +121,13 @@ async fn main() {
     let psql = psql_runs[1];
 
     // 2. library COPY path alone (median of 3)
-    let store = Store::open(&format!("file://{}", dir.path().display()), None).unwrap();
+    let local = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+    let store = Store::new(
+        std::sync::Arc::new(local),
+        "",
+        None,
+        dir.path().display().to_string(),
+    );
     let (rf, _) = ReadFormat::from_options(&[CopyOption::parse("CSV").unwrap()], None).unwrap();
     let cols: Vec<Ident> = ["id", "v", "n"]
         .iter()
@@ -165,10 +171,7 @@ async fn main() {
     let re = regex::Regex::new(".*").unwrap();
     exec(&mut c, "DROP TABLE IF EXISTS rsu_bench_history").await;
     loader.ensure_history().await.unwrap();
-    let ready = redshift_upsert::watcher::scan(&store, &re)
-        .await
-        .unwrap()
-        .ready;
+    let ready = blueshift::watcher::scan(&store, &re).await.unwrap().ready;
     let top = ready.iter().find(|d| d.directory == "in").unwrap();
     let spread = ready.iter().find(|d| d.directory == "spread").unwrap();
     // 3. (median of 3) a fresh empty table each time.

@@ -3,12 +3,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    lifecycle::logging::init(lifecycle::logging::LogFormat::Text);
     cli::baldr_cmd::run(cli::baldr_cmd::Args::parse())
 }

@@ -71,21 +71,25 @@ where
     T: Into<OsString> + Clone,
 {
     let mut cmd = with_env(A::command(), program);
-    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let mut matches = cmd.try_get_matches_from_mut(args.iter().cloned())?;
-    if let Some(path) = config_path(&cmd, &matches) {
-        let extra = file_flags(&cmd, &matches, &path)
+    // A first, lenient pass finds the config file and what the command line and the
+    // environment set: required flags may be in the file, so none is required yet.
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let lenient = cmd
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(args.iter().cloned());
+    if let Ok(first) = lenient
+        && let Some(path) = config_path(&cmd, &first)
+    {
+        let extra = file_flags(&cmd, &first, &path)
             .map_err(|e| cmd.error(clap::error::ErrorKind::InvalidValue, e.to_string()))?;
-        if !extra.is_empty() {
-            // The file's flags go first: they fill only what the command line and the
-            // environment left unset, so their position cannot override anything.
-            let mut all = Vec::with_capacity(args.len() + extra.len());
-            all.extend(args.first().cloned());
-            all.extend(extra.into_iter().map(OsString::from));
-            all.extend(args.iter().skip(1).cloned());
-            matches = cmd.try_get_matches_from_mut(all)?;
-        }
+        // The file's flags go first: they fill only what the command line and the
+        // environment left unset, so their position cannot override anything.
+        let rest = args.split_off(args.len().min(1));
+        args.extend(extra.into_iter().map(OsString::from));
+        args.extend(rest);
     }
+    let matches = cmd.try_get_matches_from_mut(args)?;
     A::from_arg_matches(&matches).map_err(|e| e.with_cmd(&cmd))
 }
 
@@ -248,6 +252,23 @@ mod tests {
         );
         let a: Args = try_parse_from(P, ["svc"]).unwrap();
         assert_eq!((a.name.as_str(), a.concurrency, a.once), ("a", 4, false));
+    }
+
+    #[test]
+    fn a_required_flag_may_come_from_the_file() {
+        #[derive(Debug, Parser)]
+        struct Required {
+            #[arg(long)]
+            store: String,
+            #[command(flatten)]
+            process: ProcessArgs,
+        }
+        let f = file("store = \"s3://b\"\n");
+        let path = f.path().to_str().unwrap();
+        let r: Required = try_parse_from(P, ["svc", "--config", path]).unwrap();
+        assert_eq!(r.store, "s3://b");
+        let e = try_parse_from::<Required, _, _>(P, ["svc"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use redshift_upsert::service::{Args, Service};
+use blueshift::{Args, Service};
 
 pub fn write(root: &Path, rel: &str, data: &[u8]) {
     let p = root.join(rel);
@@ -26,16 +26,27 @@ pub fn args(store: &str, warehouse: &str, history: &str) -> Args {
     Args {
         store: store.to_string(),
         warehouse: warehouse.to_string(),
-        key_pattern: ".*".into(),
         poll_interval: Duration::from_secs(1),
         once: true,
-        dry_run: false,
-        iam_role: None,
-        merge_statement: false,
-        s3_endpoint: None,
         history_table: history.to_string(),
-        max_attempts: 5,
-        concurrency: 4,
+        ..Args::default()
+    }
+}
+
+/// The store a URL names (as the service opens it), with an S3 API endpoint for `s3://`.
+pub fn store(url: &str, endpoint: Option<&str>) -> redshift_upsert::store::Store {
+    let options: Vec<(String, String)> = endpoint
+        .map(|e| ("aws_endpoint".to_string(), e.to_string()))
+        .into_iter()
+        .collect();
+    let o = lifecycle::store::open(url, &options).unwrap();
+    redshift_upsert::store::Store::new(o.store, o.prefix.as_ref(), o.s3_bucket.as_deref(), o.url)
+}
+
+/// The `--store-option` that points an `s3://` store at an S3 API server.
+pub fn endpoint_option(endpoint: &str) -> lifecycle::store::StoreOptions {
+    lifecycle::store::StoreOptions {
+        store_options: vec![("aws_endpoint".into(), endpoint.into())],
     }
 }
 
@@ -44,7 +55,7 @@ pub fn service(store: &str, warehouse: &str, history: &str) -> Service {
 }
 
 /// Runs one poll with a time limit.
-pub async fn poll(s: &mut Service) -> redshift_upsert::service::PollOutcome {
+pub async fn poll(s: &mut Service) -> blueshift::PollOutcome {
     tokio::time::timeout(Duration::from_secs(60), s.poll())
         .await
         .expect("poll timed out")

@@ -5,35 +5,20 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
-use crate::error::{Error, Result};
-use crate::manifest::{MANIFEST_NAMES, Manifest, ManifestFormat};
-use crate::plan::DataFile;
-use crate::store::Store;
-
-/// The name of the Redshift COPY manifest the loader writes into a directory.
-pub const COPY_MANIFEST_NAME: &str = "blueshift-copy-manifest.json";
+use redshift_upsert::batch::{Batch, COPY_MANIFEST_NAME};
+use redshift_upsert::manifest::{MANIFEST_NAMES, Manifest, ManifestFormat};
+use redshift_upsert::plan::DataFile;
+use redshift_upsert::store::Store;
+use redshift_upsert::{Error, Result};
 
 /// Manifests larger than this are refused.
 pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
-
-/// A directory ready to load.
-#[derive(Debug, Clone)]
-pub struct ReadyDir {
-    /// The directory key (no trailing `/`).
-    pub directory: String,
-    /// The manifest's key.
-    pub manifest_key: String,
-    /// The manifest.
-    pub manifest: Manifest,
-    /// The data files, sorted by key.
-    pub files: Vec<DataFile>,
-}
 
 /// The result of one scan.
 #[derive(Debug, Default)]
 pub struct Scan {
     /// Directories ready to load, sorted by key.
-    pub ready: Vec<ReadyDir>,
+    pub ready: Vec<Batch>,
     /// Directories whose manifest could not be read or is invalid.
     pub invalid: Vec<(String, Error)>,
 }
@@ -99,7 +84,7 @@ pub async fn scan(store: &Store, key_pattern: &Regex) -> Result<Scan> {
             continue;
         }
         files.sort_by(|a, b| a.key.cmp(&b.key));
-        out.ready.push(ReadyDir {
+        out.ready.push(Batch {
             directory: dir,
             manifest_key,
             manifest,

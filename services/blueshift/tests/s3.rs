@@ -3,28 +3,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use sqlx::{Connection, PgConnection, Row};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Creates a bucket with a plain HTTP PUT (path style).
-async fn create_bucket(endpoint: &str, bucket: &str) {
-    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = tokio::net::TcpStream::connect(hostport).await.unwrap();
-    let req = format!(
-        "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp))
-        .await
-        .unwrap()
-        .unwrap();
-    let head = String::from_utf8_lossy(&resp[..resp.len().min(20)]).to_string();
-    assert!(head.contains(" 200"), "create bucket: {head}");
-}
+use redshift_upsert::sqlx::{self, Connection, PgConnection, Row};
 
 #[tokio::test]
 async fn watcher_loads_from_s3_and_deletes_loaded_objects() {
@@ -35,8 +15,7 @@ async fn watcher_loads_from_s3_and_deletes_loaded_objects() {
     let Some(pg) = test_services::service_url(test_services::POSTGRES, "watcher_s3") else {
         return;
     };
-    let bucket = test_services::unique_name("rsu-").replace('_', "-");
-    create_bucket(&endpoint, &bucket).await;
+    let bucket = test_services::create_s3_bucket(&endpoint, "rsu-");
     let mut c = PgConnection::connect(&pg).await.unwrap();
     let t = test_services::unique_name("rsu_s3_");
     let h = test_services::unique_name("rsu_hist_");
@@ -47,7 +26,7 @@ async fn watcher_loads_from_s3_and_deletes_loaded_objects() {
     .await
     .unwrap();
     let store_url = format!("s3://{bucket}/incoming");
-    let store = redshift_upsert::store::Store::open(&store_url, Some(&endpoint)).unwrap();
+    let store = store(&store_url, Some(&endpoint));
     let m = format!(
         r#"{{:table "{t}" :pk-columns ["id"] :columns ["id" "v"] :options ["CSV" "GZIP" "IGNOREHEADER 1"] :data-pattern ".*\\.csv\\.gz"}}"#
     );
@@ -69,9 +48,9 @@ async fn watcher_loads_from_s3_and_deletes_loaded_objects() {
         .await
         .unwrap();
     let mut a = args(&store_url, &pg, &h);
-    a.s3_endpoint = Some(endpoint.clone());
+    a.store_options = endpoint_option(&endpoint);
     a.key_pattern = "^incoming/2026/".into();
-    let mut svc = redshift_upsert::service::Service::new(a).unwrap();
+    let mut svc = blueshift::Service::new(a).unwrap();
     let out = poll(&mut svc).await;
     assert!(out.failed.is_empty(), "{:?}", out.failed);
     assert_eq!(out.loaded.len(), 1);
@@ -126,8 +105,7 @@ async fn redshift_path_uploads_the_copy_manifest_and_rolls_back_on_copy_failure(
     let Some(pg) = test_services::service_url(test_services::POSTGRES, "redshift_path") else {
         return;
     };
-    let bucket = test_services::unique_name("rsu-rs-").replace('_', "-");
-    create_bucket(&endpoint, &bucket).await;
+    let bucket = test_services::create_s3_bucket(&endpoint, "rsu-rs-");
     let mut c = PgConnection::connect(&pg).await.unwrap();
     let t = test_services::unique_name("rsu_rs_");
     let h = test_services::unique_name("rsu_hist_");
@@ -138,7 +116,7 @@ async fn redshift_path_uploads_the_copy_manifest_and_rolls_back_on_copy_failure(
     .await
     .unwrap();
     let store_url = format!("s3://{bucket}");
-    let store = redshift_upsert::store::Store::open(&store_url, Some(&endpoint)).unwrap();
+    let store = store(&store_url, Some(&endpoint));
     let m = format!(
         r#"{{:table "{t}" :pk-columns ["id"] :columns ["id" "v"] :options ["DELIMITER '\\t'" "BZIP2"] :data-pattern ".*\\.tsv\\.bz2"}}"#
     );
@@ -151,9 +129,9 @@ async fn redshift_path_uploads_the_copy_manifest_and_rolls_back_on_copy_failure(
         pg.replacen("postgres://", "redshift://", 1)
             .replacen("postgresql://", "redshift://", 1);
     let mut a = args(&store_url, &redshift_url, &h);
-    a.s3_endpoint = Some(endpoint.clone());
+    a.store_options = endpoint_option(&endpoint);
     a.iam_role = Some("arn:aws:iam::123456789012:role/blueshift".into());
-    let mut svc = redshift_upsert::service::Service::new(a.clone()).unwrap();
+    let mut svc = blueshift::Service::new(a.clone()).unwrap();
     // Dry run: the Redshift plan, with BZIP2 passed through to COPY.
     let (text, failed) = svc.dry_run().await.unwrap();
     assert_eq!(failed, 0, "{text}");

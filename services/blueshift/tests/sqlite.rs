@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use sqlx::{Connection, Row, SqliteConnection};
+use redshift_upsert::sqlx::{self, Connection, Row, SqliteConnection};
 
 async fn db(path: &std::path::Path, ddl: &str) -> SqliteConnection {
     let mut c = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
@@ -138,7 +138,7 @@ async fn sqlite_dry_run_prints_the_plan_and_changes_nothing() {
         "hist",
     );
     a.dry_run = true;
-    let mut svc = redshift_upsert::service::Service::new(a).unwrap();
+    let mut svc = blueshift::Service::new(a).unwrap();
     let (text, failed) = svc.dry_run().await.unwrap();
     assert_eq!(failed, 0);
     assert!(text.contains("-- directory in ->"), "{text}");

@@ -4,12 +4,12 @@ mod common;
 
 use std::time::Duration;
 
+use blueshift::watcher::scan;
 use common::*;
 use redshift_upsert::load::{LoadOptions, Loader};
 use redshift_upsert::manifest::TableName;
+use redshift_upsert::sqlx::{self, Connection, PgConnection, Row};
 use redshift_upsert::warehouse::WarehouseUrl;
-use redshift_upsert::watcher::scan;
-use sqlx::{Connection, PgConnection, Row};
 
 async fn pg(test: &str) -> Option<(String, PgConnection)> {
     let url = test_services::service_url(test_services::POSTGRES, test)?;
@@ -241,7 +241,7 @@ async fn a_kill_between_commit_and_delete_reloads_nothing() {
     write(dir.path(), "in/manifest.edn", manifest(&t, "").as_bytes());
     write(dir.path(), "in/a.tsv", b"id\tv\n1\tone\n2\ttwo\n");
     let store_url = format!("file://{}", dir.path().display());
-    let store = redshift_upsert::store::Store::open(&store_url, None).unwrap();
+    let store = store(&store_url, None);
     // First process: commits, then "dies" before deleting (delete_loaded = false).
     let opts = LoadOptions {
         delete_loaded: false,
@@ -294,7 +294,7 @@ async fn two_loaders_on_one_table_both_succeed() {
     exec(&mut c, &format!("CREATE TABLE {t} (id BIGINT, v TEXT)")).await;
     let dir = tempfile::tempdir().unwrap();
     let store_url = format!("file://{}", dir.path().display());
-    let store = redshift_upsert::store::Store::open(&store_url, None).unwrap();
+    let store = store(&store_url, None);
     let mut expected = Vec::new();
     for d in 0..4 {
         write(
@@ -413,7 +413,7 @@ async fn a_serialization_failure_40001_is_retried() {
     write(dir.path(), "in/manifest.edn", manifest(&t, "").as_bytes());
     write(dir.path(), "in/a.tsv", b"id\tv\n1\tnew\n");
     let store_url = format!("file://{}", dir.path().display());
-    let store = redshift_upsert::store::Store::open(&store_url, None).unwrap();
+    let store = store(&store_url, None);
     let ready = scan(&store, &regex::Regex::new(".*").unwrap())
         .await
         .unwrap()
