@@ -12,7 +12,7 @@
 //! not a JSON object is rejected without requeue (RabbitMQ dead-letters it if the queue has
 //! a dead-letter exchange) and counted as invalid.
 
-use std::future::Future;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,6 +20,7 @@ use anyhow::Context;
 use futures::TryStreamExt;
 use kafka_seq::amqp::{AmqpConfig, AmqpDelivery};
 use kafka_seq::{KafkaProducer, ProducerConfig, Record};
+use lifecycle::{CancellationToken, Exit};
 
 /// Flags of the `rabbit-to-kafka` program.
 #[derive(Debug, Clone, clap::Parser)]
@@ -46,6 +47,9 @@ pub struct Args {
     /// Deliveries in flight at most (RabbitMQ prefetch; also the produce concurrency).
     #[arg(long, default_value_t = 256)]
     pub prefetch: u16,
+    /// The process (`--config`, `--log-format`, `--drain-timeout`, metrics).
+    #[command(flatten)]
+    pub process: lifecycle::ProcessArgs,
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -130,13 +134,13 @@ struct Counters {
     invalid: AtomicU64,
 }
 
-/// Runs until `shutdown` completes (or the queue's stream fails), then drains: deliveries
+/// Runs until `shutdown` is cancelled (or the queue's stream fails), then drains: deliveries
 /// in flight are finished, the producer flushed, the AMQP connection closed.
 ///
 /// # Errors
 /// When RabbitMQ or Kafka cannot be reached at start, or a message cannot be produced
 /// (unacked deliveries stay in RabbitMQ).
-pub async fn run(args: &Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+pub async fn run(args: &Args, shutdown: CancellationToken) -> anyhow::Result<Summary> {
     let producer = ProducerConfig::new(&args.brokers)
         .set_all(args.property.iter().cloned())
         .max_in_flight(usize::from(args.prefetch).max(1))
@@ -157,10 +161,9 @@ pub async fn run(args: &Args, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .try_buffer_unordered(usize::from(args.prefetch).max(1))
         .try_for_each(|()| std::future::ready(Ok(())));
     tokio::pin!(work);
-    tokio::pin!(shutdown);
     let result = tokio::select! {
         r = &mut work => r,
-        () = &mut shutdown => {
+        () = shutdown.cancelled() => {
             tracing::info!("shutting down: draining deliveries in flight");
             control.shutdown();
             // The stream ends after the deliveries already received; finish them.
@@ -182,31 +185,13 @@ pub async fn run(args: &Args, shutdown: impl Future<Output = ()>) -> anyhow::Res
     Ok(summary)
 }
 
-/// The program: logging to stderr (`RUST_LOG`), a tokio runtime, [`run`] until SIGTERM or
-/// SIGINT.
-///
-/// # Errors
-/// As [`run`], or when the signal handlers cannot be installed.
-pub fn main(args: &Args) -> anyhow::Result<Summary> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let stop = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        };
-        run(args, stop).await
+/// The program, with the process lifecycle of `service-lifecycle` (flags, variables
+/// `RABBIT_TO_KAFKA_*`, `--config`, logging, metrics): [`run`] until SIGTERM or SIGINT, then
+/// a drain; exit 0 after a clean stop, 1 when moving failed, 2 on bad configuration.
+pub fn main(args: Args) -> ExitCode {
+    let process = args.process.clone();
+    lifecycle::run("rabbit-to-kafka", &process, move |stop| async move {
+        run(&args, stop).await.map(|_| Exit::Done)
     })
 }
 
@@ -234,22 +219,24 @@ mod tests {
 
     #[test]
     fn flags_parse_with_properties() {
-        use clap::Parser;
-        let a = Args::try_parse_from([
+        let a: Args = lifecycle::try_parse_from(
             "rabbit-to-kafka",
-            "--amqp",
-            "amqp://h",
-            "--queue",
-            "q",
-            "--brokers",
-            "b:9092",
-            "--topic",
-            "t",
-            "-X",
-            "linger.ms=5",
-            "-X",
-            "acks=all",
-        ])
+            [
+                "rabbit-to-kafka",
+                "--amqp",
+                "amqp://h",
+                "--queue",
+                "q",
+                "--brokers",
+                "b:9092",
+                "--topic",
+                "t",
+                "-X",
+                "linger.ms=5",
+                "-X",
+                "acks=all",
+            ],
+        )
         .unwrap();
         assert_eq!(
             a.property,
@@ -259,19 +246,22 @@ mod tests {
             ]
         );
         assert!(
-            Args::try_parse_from([
+            lifecycle::try_parse_from::<Args, _, _>(
                 "rabbit-to-kafka",
-                "--amqp",
-                "a",
-                "--queue",
-                "q",
-                "--brokers",
-                "b",
-                "--topic",
-                "t",
-                "-X",
-                "oops"
-            ])
+                [
+                    "rabbit-to-kafka",
+                    "--amqp",
+                    "a",
+                    "--queue",
+                    "q",
+                    "--brokers",
+                    "b",
+                    "--topic",
+                    "t",
+                    "-X",
+                    "oops"
+                ]
+            )
             .is_err()
         );
     }

@@ -19,26 +19,10 @@ async fn run_uploads_every_converted_report_to_s3() {
         return;
     };
     let endpoint = endpoint.trim_end_matches('/').to_string();
-    let bucket = test_services::unique_name("sm-reports-").replace('_', "-");
-    let created = reqwest::Client::new()
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        created.status().is_success(),
-        "create bucket: {}",
-        created.status()
-    );
-
-    let options = [
-        format!("aws_endpoint={endpoint}"),
-        "aws_allow_http=true".to_string(),
-        "aws_access_key_id=test".to_string(),
-        "aws_secret_access_key=test".to_string(),
-        "aws_region=us-east-1".to_string(),
-        "aws_virtual_hosted_style_request=false".to_string(),
-    ];
+    let bucket = test_services::create_s3_bucket(&endpoint, "sm-reports-");
+    // The endpoint alone: plain HTTP and a placeholder key pair follow for a loopback
+    // server (lifecycle::store).
+    let options = [format!("aws_endpoint={endpoint}")];
     let out = format!("s3://{bucket}/daily");
     let mut cmd = Command::new(BIN);
     cmd.args([
@@ -88,11 +72,15 @@ async fn run_uploads_every_converted_report_to_s3() {
     assert!(stdout.contains("verified=12"));
 
     // Read the bucket back independently of the program.
-    let (store, prefix) = object_store::parse_url_opts(
-        &url::Url::parse(&out).unwrap(),
-        options.iter().map(|o| o.split_once('=').unwrap()),
-    )
-    .unwrap();
+    let read_options = [
+        ("aws_endpoint", endpoint.as_str()),
+        ("aws_allow_http", "true"),
+        ("aws_access_key_id", "test"),
+        ("aws_secret_access_key", "test"),
+        ("aws_region", "us-east-1"),
+    ];
+    let (store, prefix) =
+        object_store::parse_url_opts(&url::Url::parse(&out).unwrap(), read_options).unwrap();
     let store: Arc<dyn ObjectStore> = Arc::from(store);
     let listed: BTreeSet<String> = store
         .list(Some(&prefix))

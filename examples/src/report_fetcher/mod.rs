@@ -19,12 +19,14 @@ use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
+use lifecycle::{CancellationToken, Exit};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore};
 use state_machine::{DeadLetter, Executor, Journal, Quota, Report, RetryPolicy, Unit, run_serial};
@@ -73,14 +75,14 @@ pub struct Args {
     /// Attempts per transition before a report is given up.
     #[arg(long, default_value_t = 8)]
     pub max_attempts: u32,
-    /// Where reports go: a local directory, or any URL object_store understands
-    /// (`s3://bucket/prefix`, `file:///dir`, `memory:///`).
+    /// Where reports go: a local directory, `s3://bucket/prefix`, `file:///dir` or
+    /// `memory:///`.
     #[arg(long, value_name = "URL", default_value = "report-fetcher-out")]
     pub out: String,
-    /// An object store option, e.g. `aws_endpoint=http://127.0.0.1:5055` (repeatable);
-    /// `AWS_*` environment variables are passed on too.
-    #[arg(long = "store-option", value_name = "KEY=VALUE")]
-    pub store_options: Vec<String>,
+    /// Options of the `--out` store (`--store-option aws_endpoint=http://...`); the `AWS_*`
+    /// variables are read too.
+    #[command(flatten)]
+    pub store: lifecycle::store::StoreOptions,
     /// Journal file: resume from it when it exists, record every transition in it.
     #[arg(long, value_name = "PATH")]
     pub journal: Option<PathBuf>,
@@ -90,6 +92,9 @@ pub struct Args {
     /// Skip reading the objects back.
     #[arg(long)]
     pub no_verify: bool,
+    /// The process (`--config`, `--log-format`, `--drain-timeout`, metrics).
+    #[command(flatten)]
+    pub process: lifecycle::ProcessArgs,
 }
 
 /// What a run did.
@@ -113,51 +118,14 @@ pub struct Summary {
     pub verified: u64,
 }
 
-/// Opens the object store for `--out` and the `--store-option`s.
-pub fn open_store(out: &str, options: &[String]) -> anyhow::Result<(Arc<dyn ObjectStore>, Path)> {
-    if !out.contains("://") && !out.starts_with("memory:") && !out.starts_with("file:") {
-        std::fs::create_dir_all(out).with_context(|| format!("cannot create directory {out}"))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(out)
-            .with_context(|| format!("cannot open directory {out}"))?;
-        return Ok((Arc::new(store), Path::default()));
-    }
-    let url = url::Url::parse(out).with_context(|| format!("--out {out}: not a URL"))?;
-    let mut opts: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
-    for o in options {
-        let Some((k, v)) = o.split_once('=') else {
-            bail!("--store-option {o:?}: expected KEY=VALUE");
-        };
-        opts.push((k.trim().to_ascii_lowercase(), v.to_string()));
-    }
-    let (store, prefix) =
-        object_store::parse_url_opts(&url, opts).with_context(|| format!("--out {out}"))?;
-    Ok((Arc::from(store), prefix))
-}
-
-/// Runs the program: starts the API, runs every report, verifies, prints the summary.
-pub fn run(args: &Args) -> anyhow::Result<Summary> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    // On a runtime worker, not on this thread: the executor's steps then start on the same
-    // worker as its coordinator, without a cross-thread wake-up each.
-    let args = args.clone();
-    runtime.block_on(async move {
-        tokio::spawn(async move { run_async(&args).await })
-            .await
-            .context("the run task failed")?
+/// The program, with the process lifecycle of `service-lifecycle` (flags, variables
+/// `REPORT_FETCHER_*`, `--config`, logging, metrics, SIGTERM/SIGINT): [`run`], exit 0 when
+/// the run finished or was interrupted cleanly (resume it with the same `--journal`), 1 on
+/// failure, 2 on bad configuration.
+pub fn main(args: Args) -> ExitCode {
+    let process = args.process.clone();
+    lifecycle::run("report-fetcher", &process, move |stop| async move {
+        run(&args, stop).await.map(|_| Exit::Done)
     })
 }
 
@@ -170,7 +138,12 @@ fn policy(args: &Args) -> RetryPolicy {
     }
 }
 
-async fn run_async(args: &Args) -> anyhow::Result<Summary> {
+/// Runs the program: starts the API, runs every report, verifies, prints the summary. When
+/// `stop` is cancelled, running transitions finish and the rest stays in the journal.
+///
+/// # Errors
+/// Bad flags, an unopenable store, a failed journal or a failed verification.
+pub async fn run(args: &Args, stop: CancellationToken) -> anyhow::Result<Summary> {
     ensure!(
         args.clients > 0 && args.days > 0,
         "--clients and --days must be positive"
@@ -191,7 +164,9 @@ async fn run_async(args: &Args) -> anyhow::Result<Summary> {
         gone_rate: args.gone_rate,
     })
     .await?;
-    let (store, prefix) = open_store(&args.out, &args.store_options)?;
+    let opened = lifecycle::store::open(&args.out, &args.store.store_options)
+        .map_err(lifecycle::BadConfig::wrap)?;
+    let (store, prefix) = (opened.store, opened.prefix);
     let fetcher = Arc::new(Fetcher::new(api.base_url(), store.clone(), prefix.clone())?);
     tracing::info!(api = %api.base_url(), out = %args.out, "reporting API started");
 
@@ -256,7 +231,7 @@ async fn run_async(args: &Args) -> anyhow::Result<Summary> {
         // Ctrl-C / SIGTERM: running transitions finish, the rest stays in the journal.
         let shutdown = executor.shutdown_handle();
         let signals = tokio::spawn(async move {
-            shutdown_signal().await;
+            stop.cancelled().await;
             tracing::warn!("interrupted: finishing the running transitions");
             shutdown.shutdown();
         });
@@ -335,22 +310,6 @@ async fn run_async(args: &Args) -> anyhow::Result<Summary> {
         summary.completed, summary.dead, summary.attempts, summary.elapsed, summary.throughput
     );
     Ok(summary)
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Reads every expected report object back and compares it with the conversion of the
