@@ -544,16 +544,38 @@ impl Sender {
     }
 }
 
+/// The reporter's own counters, described and registered with the current `metrics` recorder.
+pub(crate) struct OwnCounters {
+    sent: Counter,
+    dropped: Counter,
+}
+
+/// Describes and registers the reporter's counters with the current `metrics` recorder.
+pub(crate) fn own_counters() -> OwnCounters {
+    metrics::describe_counter!(
+        "telemetry_riemann_reports_sent_total",
+        "Reports delivered to Riemann (acknowledged over TCP, sent over UDP)."
+    );
+    metrics::describe_counter!(
+        "telemetry_riemann_reports_dropped_total",
+        "Reports to Riemann dropped: not connected, backoff, timeout or refused."
+    );
+    OwnCounters {
+        sent: metrics::counter!("telemetry_riemann_reports_sent_total"),
+        dropped: metrics::counter!("telemetry_riemann_reports_dropped_total"),
+    }
+}
+
 /// Reports every `config.interval` until `stop` changes (or its sender is dropped), then sends
 /// one final report.
 pub(crate) async fn run(
     config: RiemannConfig,
     recorder: Recorder,
+    counters: OwnCounters,
     service: String,
     mut stop: watch::Receiver<bool>,
 ) {
-    let sent: Counter = recorder.counter("telemetry_riemann_reports_sent_total");
-    let dropped: Counter = recorder.counter("telemetry_riemann_reports_dropped_total");
+    let OwnCounters { sent, dropped } = counters;
     let mut builder = EventBuilder::new(&config, &service);
     let mut ticker = tokio::time::interval_at(Instant::now() + config.interval, config.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
