@@ -102,6 +102,7 @@
 
 #[cfg(feature = "clap")]
 mod args;
+mod fanout;
 mod histogram;
 pub mod prometheus;
 mod recorder;

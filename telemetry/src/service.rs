@@ -4,12 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
 use metrics_exporter_prometheus::PrometheusRecorder;
-use metrics_util::layers::{Fanout, FanoutBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::fanout::FanoutRecorder;
 use crate::recorder::Recorder;
 use crate::riemann::RiemannConfig;
 use crate::{Error, prometheus, riemann, summary};
@@ -258,62 +257,5 @@ impl Telemetry {
                 tracing::warn!(error = %e, "telemetry: a sink task failed");
             }
         }
-    }
-}
-
-/// What the `metrics` facade records into: this crate's [`Recorder`] alone, or a fan-out to it
-/// and to the Prometheus exporter's recorder.
-///
-/// Only registration and descriptions go through this type; the handles it returns are the
-/// registries' own (one indirection more with the fan-out: its handle calls both).
-enum FanoutRecorder {
-    Registry(Recorder),
-    Fanout(Fanout),
-}
-
-impl FanoutRecorder {
-    fn new(recorder: &Recorder, exposition: Option<&Arc<PrometheusRecorder>>) -> Self {
-        match exposition {
-            None => Self::Registry(recorder.clone()),
-            Some(exposition) => Self::Fanout(
-                FanoutBuilder::default()
-                    .add_recorder(recorder.clone())
-                    .add_recorder(Arc::clone(exposition))
-                    .build(),
-            ),
-        }
-    }
-
-    fn inner(&self) -> &dyn metrics::Recorder {
-        match self {
-            Self::Registry(r) => r,
-            Self::Fanout(f) => f,
-        }
-    }
-}
-
-impl metrics::Recorder for FanoutRecorder {
-    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.inner().describe_counter(key, unit, description);
-    }
-
-    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.inner().describe_gauge(key, unit, description);
-    }
-
-    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.inner().describe_histogram(key, unit, description);
-    }
-
-    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        self.inner().register_counter(key, metadata)
-    }
-
-    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
-        self.inner().register_gauge(key, metadata)
-    }
-
-    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-        self.inner().register_histogram(key, metadata)
     }
 }
