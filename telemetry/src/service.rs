@@ -259,3 +259,16 @@ impl Telemetry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Telemetry` can be kept across `.await`s of a spawned task and shared.
+    #[test]
+    fn telemetry_is_send_and_sync() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<Telemetry>();
+        send_and_sync::<TelemetryBuilder>();
+    }
+}
