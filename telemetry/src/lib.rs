@@ -1,10 +1,13 @@
-//! Metrics for services: one [`metrics`] recorder read by several sinks at once —
+//! Metrics for services: what the [`metrics`] facade records reaches several sinks at once —
 //! a Prometheus scrape endpoint, a Riemann reporter and a periodic one-line summary in the logs.
 //!
 //! Code records metrics through the `metrics` facade (`metrics::counter!` and friends); a
-//! service binary installs this crate's [`Recorder`] once, with the sinks its flags ask for
+//! service binary installs the global recorder once, with the sinks its flags ask for
 //! ([`TelemetryArgs`], flattened into every binary's arguments), and shuts it down before
-//! exiting so that Riemann gets a final report, even after a short `--once` run.
+//! exiting so that Riemann gets a final report, even after a short `--once` run. The global
+//! recorder is a fan-out (`metrics-util`) to this crate's [`Recorder`], which the Riemann
+//! reporter and the log summary read, and, when the Prometheus endpoint is on, to the recorder
+//! of `metrics-exporter-prometheus`, whose text exposition the endpoint serves.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -20,8 +23,16 @@
 //! metrics::counter!("demo_jobs_total", "outcome" => "ok").increment(1);
 //! metrics::histogram!("demo_job_duration_seconds").record(0.042);
 //!
-//! let text = telemetry::prometheus::render(telemetry.recorder());
+//! // What a scrape of the endpoint gets now:
+//! let text = telemetry.render_prometheus().unwrap_or_default();
 //! assert!(text.contains("demo_jobs_total{outcome=\"ok\"} 1\n"));
+//! assert!(text.contains("demo_job_duration_seconds_bucket{le=\"0.025\"} 0\n"));
+//! assert!(text.contains("demo_job_duration_seconds_bucket{le=\"0.05\"} 1\n"));
+//! assert!(text.contains("demo_job_duration_seconds_bucket{le=\"+Inf\"} 1\n"));
+//! assert!(text.contains("demo_job_duration_seconds_count 1\n"));
+//! // What the Riemann reporter and the log summary read:
+//! let snapshot = telemetry.recorder().snapshot();
+//! assert_eq!(snapshot.counter("demo_jobs_total", &[("outcome", "ok")]), Some(1));
 //! telemetry.shutdown().await; // final Riemann report, last log line
 //! # Ok(())
 //! # }
@@ -43,9 +54,16 @@
 //!
 //! # Sinks
 //!
-//! - **Prometheus** ([`prometheus`]): text format 0.0.4 at `GET /metrics`. Counters and gauges
-//!   as such, histograms as summaries (quantiles 0.5/0.95/0.99/0.999 since start, `_sum`,
-//!   `_count`).
+//! - **Prometheus** ([`prometheus`]): the text exposition (format 0.0.4) of
+//!   `metrics-exporter-prometheus` at `GET /metrics`, served by this crate's small HTTP server
+//!   (at most 16 concurrent scrapes, 10 s I/O limit, 404 on other paths). Counters and gauges as
+//!   such; histograms as Prometheus histograms: cumulative `<name>_bucket{le="..."}` series up
+//!   to `le="+Inf"`, `<name>_sum` and `<name>_count` since start, so they aggregate across
+//!   instances. Buckets by name suffix: [`prometheus::SECONDS_BUCKETS`] (0.5 ms to 60 s) for
+//!   `_seconds`, [`prometheus::BYTES_BUCKETS`] (256 B to 1 GiB) for `_bytes`,
+//!   [`prometheus::DEFAULT_BUCKETS`] otherwise; [`TelemetryBuilder::prometheus_buckets`]
+//!   changes them. Descriptions become `# HELP` lines. [`Telemetry::render_prometheus`] gives
+//!   the same text without HTTP.
 //! - **Riemann** ([`riemann`], [`RiemannConfig`]): every interval one `Msg` over TCP (4-byte
 //!   big-endian length + protobuf, acknowledged by the server) or UDP. Each counter and gauge
 //!   is one event, service `<prefix><service> <name>` (labels appended as `{k=v,...}` and
@@ -59,17 +77,23 @@
 //!
 //! # Histograms
 //!
-//! Histograms use fixed memory (about 16 KiB each) and lock-free recording: samples are
-//! counted in log-linear buckets (32 per power of two), so quantiles, `min` and `max` are within
-//! 1.6 % of the true values; `count`, `sum` and `mean` are exact. Samples below 2^-20 (about
+//! This crate's histograms (read by Riemann and the log summary) use fixed memory (about
+//! 16 KiB each) and lock-free recording: samples are counted in log-linear buckets (32 per
+//! power of two), so quantiles, `min` and `max` are within 1.6 % of the true values; `count`,
+//! `sum` and `mean` are exact. Samples below 2^-20 (about
 //! 1 µs as seconds, including zero and negatives) or of 2^44 and above fall in open-ended
 //! buckets whose estimates are clamped to the exact all-time minimum and maximum.
 //!
+//! The exporter's histograms (read by Prometheus) queue each sample lock-free (in blocks of
+//! samples, so recording allocates once per block, not per sample) until a scrape or the
+//! upkeep task, once a second, counts them into the buckets.
+//!
 //! # Tests
 //!
-//! A process has one global recorder; tests build their own [`Recorder`], record into it with
-//! [`metrics::with_local_recorder`] and start sinks with [`TelemetryBuilder::recorder`] and
-//! [`TelemetryBuilder::start`] (which does not install anything globally).
+//! A process has one global recorder; tests start sinks with [`TelemetryBuilder::start`]
+//! (which does not install anything globally) and record with [`metrics::with_local_recorder`]
+//! through [`Telemetry::fanout_recorder`] (every sink), or into their own [`Recorder`] given
+//! with [`TelemetryBuilder::recorder`] (Riemann and the log summary only).
 #![warn(missing_docs)]
 #![cfg_attr(
     not(test),
@@ -78,6 +102,7 @@
 
 #[cfg(feature = "clap")]
 mod args;
+mod fanout;
 mod histogram;
 pub mod prometheus;
 mod recorder;
@@ -109,6 +134,14 @@ pub enum Error {
         addr: SocketAddr,
         /// The cause.
         source: std::io::Error,
+    },
+    /// Bucket bounds given for Prometheus histograms are unusable.
+    #[error("Prometheus buckets for histograms named *{suffix:?}: {reason}")]
+    PrometheusBuckets {
+        /// The metric-name suffix they were given for (empty: every other histogram).
+        suffix: String,
+        /// What is wrong with them.
+        reason: &'static str,
     },
     /// Another global `metrics` recorder is installed already.
     #[error("a global metrics recorder is already installed in this process")]

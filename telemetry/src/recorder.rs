@@ -71,11 +71,11 @@ struct Registry {
 
 /// Lock poisoning cannot leave these maps inconsistent (every update is one insert), so a
 /// poisoned lock is simply used.
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -87,7 +87,8 @@ fn get_or_insert<T: Default>(map: &RwLock<HashMap<Key, Arc<T>>>, key: &Key) -> A
 }
 
 /// The `metrics` recorder of this crate: a registry of counters, gauges and histograms that the
-/// Prometheus endpoint, the Riemann reporter and the log summary all read.
+/// Riemann reporter and the log summary read (the Prometheus endpoint reads the exporter's
+/// recorder, fed by the same fan-out, see [`Telemetry::fanout_recorder`](crate::Telemetry::fanout_recorder)).
 ///
 /// Cloning is cheap and gives another handle to the same registry. A `Recorder` can be used
 /// without installing it globally (for tests, with [`metrics::with_local_recorder`]):
@@ -155,15 +156,6 @@ impl Recorder {
     /// The description given for metric `name`, if any.
     pub(crate) fn description(&self, name: &str) -> Option<Description> {
         read(&self.registry.descriptions).get(name).cloned()
-    }
-
-    /// A counter of this registry, whichever recorder is installed globally (for the crate's
-    /// own metrics).
-    pub(crate) fn counter(&self, name: &'static str) -> Counter {
-        Counter::from_arc(get_or_insert(
-            &self.registry.counters,
-            &Key::from_static_name(name),
-        ))
     }
 
     fn describe(&self, key: KeyName, unit: Option<Unit>, text: SharedString) {

@@ -69,15 +69,19 @@ fn flags_parse_with_defaults_and_reject_a_zero_interval() {
 async fn install_makes_the_facade_report_to_the_sinks_once_per_process() {
     let args = Args::parse_from(["svc", "--metrics-listen", "127.0.0.1:0"]);
     let telemetry = args.telemetry.install("svc").unwrap();
+    metrics::describe_counter!("svc_installed_total", "Installations.");
     metrics::counter!("svc_installed_total").increment(3);
+    metrics::histogram!("svc_step_seconds").record(0.02);
+    metrics::histogram!("svc_step_seconds").record(7.0);
 
+    // The global recorder feeds this crate's registry (Riemann, log summary)...
+    let snapshot = telemetry.recorder().snapshot();
+    assert_eq!(snapshot.counter("svc_installed_total", &[]), Some(3));
     assert_eq!(
-        telemetry
-            .recorder()
-            .snapshot()
-            .counter("svc_installed_total", &[]),
-        Some(3)
+        snapshot.histogram("svc_step_seconds", &[]).map(|h| h.count),
+        Some(2)
     );
+    // ... and the Prometheus endpoint.
     let addr = telemetry.prometheus_addr().unwrap();
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
@@ -92,7 +96,43 @@ async fn install_makes_the_facade_report_to_the_sinks_once_per_process() {
     .await
     .expect("an answer in time")
     .unwrap();
-    assert!(response.contains("\nsvc_installed_total 3\n"), "{response}");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| s.value.clone())
+    };
+    assert_eq!(
+        value("svc_installed_total"),
+        Some(prometheus_parse::Value::Counter(3.0)),
+        "{body}"
+    );
+    assert_eq!(
+        scrape.docs.get("svc_installed_total").map(String::as_str),
+        Some("Installations.")
+    );
+    let Some(prometheus_parse::Value::Histogram(buckets)) = value("svc_step_seconds") else {
+        panic!("no histogram svc_step_seconds in {body}");
+    };
+    let count_at = |le: f64| buckets.iter().find(|b| b.less_than == le).map(|b| b.count);
+    assert_eq!(count_at(0.01), Some(0.0));
+    assert_eq!(count_at(0.025), Some(1.0));
+    assert_eq!(count_at(10.0), Some(2.0));
+    assert_eq!(count_at(f64::INFINITY), Some(2.0));
+    assert_eq!(
+        value("svc_step_seconds_sum"),
+        Some(prometheus_parse::Value::Untyped(7.02))
+    );
+    assert_eq!(
+        telemetry
+            .render_prometheus()
+            .map(|t| t.contains("svc_step_seconds_count 2\n")),
+        Some(true)
+    );
 
     let again = Args::parse_from(["svc"]).telemetry.install("svc");
     assert!(matches!(again, Err(telemetry::Error::AlreadyInstalled)));

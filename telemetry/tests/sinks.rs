@@ -1,10 +1,11 @@
 //! The sinks against real sockets on 127.0.0.1: a Riemann protocol server written here with the
 //! crate's proto types (length-prefixed `Msg` frames, answering `ok`), a UDP receiver, and
-//! Prometheus scrapes over HTTP.
+//! Prometheus scrapes over HTTP read with a Prometheus text-format parser (`prometheus-parse`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use prometheus_parse::{LineInfo, SampleType, Scrape, Value};
 use prost::Message as _;
 use telemetry::riemann::proto::{Event, Msg};
 use telemetry::{Recorder, RiemannConfig, TelemetryBuilder, Transport};
@@ -134,18 +135,22 @@ fn counter_in(msg: &Msg, service: &str) -> Option<i64> {
         .and_then(|e| e.metric_sint64)
 }
 
+/// Records the test metrics through the current `metrics` recorder: `app_jobs_total{outcome=ok}`
+/// 42, `app_queue_depth` 2.5, `app_job_seconds` 1, 2, ..., 100 (described, but for the gauge).
+fn record_app_metrics() {
+    metrics::describe_counter!("app_jobs_total", "Jobs finished.");
+    metrics::counter!("app_jobs_total", "outcome" => "ok").increment(41);
+    metrics::counter!("app_jobs_total", "outcome" => "ok").increment(1);
+    metrics::gauge!("app_queue_depth").set(2.5);
+    metrics::describe_histogram!("app_job_seconds", metrics::Unit::Seconds, "Job time.");
+    for v in 1..=100 {
+        metrics::histogram!("app_job_seconds").record(v as f64);
+    }
+}
+
 fn recorder_with_metrics() -> Recorder {
     let recorder = Recorder::new();
-    metrics::with_local_recorder(&recorder, || {
-        metrics::describe_counter!("app_jobs_total", "Jobs finished.");
-        metrics::counter!("app_jobs_total", "outcome" => "ok").increment(41);
-        metrics::counter!("app_jobs_total", "outcome" => "ok").increment(1);
-        metrics::gauge!("app_queue_depth").set(2.5);
-        metrics::describe_histogram!("app_job_seconds", metrics::Unit::Seconds, "Job time.");
-        for v in 1..=100 {
-            metrics::histogram!("app_job_seconds").record(v as f64);
-        }
-    });
+    metrics::with_local_recorder(&recorder, record_app_metrics);
     recorder
 }
 
@@ -383,7 +388,7 @@ async fn udp_reports_are_split_into_datagrams() {
     assert!(seen.iter().all(|(n, v)| n == v));
 }
 
-/// GET `path` over plain HTTP/1.1; returns the status line and the body.
+/// GET `path` over plain HTTP/1.1; returns the status line, the head and the body.
 async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n");
@@ -398,16 +403,106 @@ async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
     (status, head.to_string(), body.to_string())
 }
 
+/// Parses a scrape with `prometheus-parse`, after checking what that lenient parser lets
+/// through: every line is empty, a `# HELP`/`# TYPE` line or a sample, and every sample belongs
+/// to a family whose `# TYPE` came before it.
+fn parse_scrape(body: &str) -> Scrape {
+    let mut typed: Vec<(String, SampleType)> = Vec::new();
+    for line in body.lines() {
+        match LineInfo::parse(line) {
+            LineInfo::Empty | LineInfo::Doc { .. } => {}
+            LineInfo::Type {
+                metric_name,
+                metric_alias,
+                sample_type,
+            } => typed.push((metric_alias.unwrap_or(metric_name), sample_type)),
+            LineInfo::Sample { metric_name, .. } => {
+                let family = typed.iter().find(|(name, ty)| {
+                    let suffixes: &[&str] = match ty {
+                        SampleType::Histogram => &["_bucket", "_sum", "_count"],
+                        SampleType::Summary => &["", "_sum", "_count"],
+                        _ => &[""],
+                    };
+                    suffixes.iter().any(|s| metric_name == format!("{name}{s}"))
+                });
+                assert!(family.is_some(), "sample without # TYPE: {line:?}");
+            }
+            LineInfo::Ignored => panic!("not Prometheus text format: {line:?}"),
+        }
+    }
+    Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("a parsable scrape")
+}
+
+/// The sample `name` with exactly the labels `labels` (histograms: without `le`).
+fn sample<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> &'a Value {
+    let found = scrape.samples.iter().find(|s| {
+        s.metric == name
+            && s.labels.len() == labels.len()
+            && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+    });
+    match found {
+        Some(s) => &s.value,
+        None => panic!("no sample {name}{labels:?} in {:#?}", scrape.samples),
+    }
+}
+
+/// A plain value (counter, gauge or untyped: `_sum` and `_count` of histograms).
+fn number(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    match sample(scrape, name, labels) {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        other => panic!("{name}: not a plain value: {other:?}"),
+    }
+}
+
+/// Checks that histogram `name{labels}` is a Prometheus histogram (cumulative buckets,
+/// strictly increasing `le`, a last `+Inf` bucket equal to `_count`) and returns its buckets
+/// as `(le, count)`.
+fn histogram(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let Value::Histogram(buckets) = sample(scrape, name, labels) else {
+        panic!("{name} is not a histogram");
+    };
+    let buckets: Vec<(f64, f64)> = buckets.iter().map(|b| (b.less_than, b.count)).collect();
+    assert!(buckets.len() >= 2, "{name}: {buckets:?}");
+    for w in buckets.windows(2) {
+        assert!(w[0].0 < w[1].0, "{name}: le not increasing: {buckets:?}");
+        assert!(
+            w[0].1 <= w[1].1,
+            "{name}: buckets not cumulative: {buckets:?}"
+        );
+    }
+    let (last_le, last_count) = buckets[buckets.len() - 1];
+    assert_eq!(last_le, f64::INFINITY, "{name}: no +Inf bucket");
+    let count = number(scrape, &format!("{name}_count"), labels);
+    assert_eq!(last_count, count, "{name}: +Inf bucket is not _count");
+    buckets
+}
+
+/// The count of the bucket `le` of `buckets`.
+fn bucket(buckets: &[(f64, f64)], le: f64) -> f64 {
+    match buckets.iter().find(|(b, _)| *b == le) {
+        Some((_, count)) => *count,
+        None => panic!("no bucket le={le} in {buckets:?}"),
+    }
+}
+
 #[tokio::test]
 async fn prometheus_endpoint_is_scraped_over_http() {
-    let recorder = recorder_with_metrics();
     let telemetry = TelemetryBuilder::new("svc")
-        .recorder(recorder.clone())
         .prometheus("127.0.0.1:0".parse().unwrap())
         .start()
         .unwrap();
     let addr = telemetry.prometheus_addr().unwrap();
     assert_ne!(addr.port(), 0);
+    let facade = telemetry.fanout_recorder();
+    metrics::with_local_recorder(&facade, || {
+        record_app_metrics();
+        metrics::describe_histogram!("app_load_seconds", "Load time per table.");
+        for v in [0.0004, 0.003, 0.003, 0.2, 75.0] {
+            metrics::histogram!("app_load_seconds", "table" => "t1").record(v);
+        }
+        metrics::histogram!("app_load_seconds", "table" => "t2").record(1.5);
+        metrics::histogram!("app_body_bytes").record(3000.0);
+    });
 
     let (status, head, body) = http_get(addr, "/metrics").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
@@ -419,31 +514,103 @@ async fn prometheus_endpoint_is_scraped_over_http() {
         head.contains(&format!("Content-Length: {}", body.len())),
         "{head}"
     );
-    for line in [
-        "# HELP app_jobs_total Jobs finished.",
-        "# TYPE app_jobs_total counter",
-        "app_jobs_total{outcome=\"ok\"} 42",
-        "# TYPE app_queue_depth gauge",
-        "app_queue_depth 2.5",
-        "# TYPE app_job_seconds summary",
-        "app_job_seconds_count 100",
-        "app_job_seconds_sum 5050",
-    ] {
-        assert!(
-            body.lines().any(|l| l == line),
-            "{line:?} missing from:\n{body}"
-        );
-    }
+    let scrape = parse_scrape(&body);
 
-    // Counters move between scrapes.
-    metrics::with_local_recorder(&recorder, || {
+    // A counter with labels, a gauge, descriptions as # HELP.
+    assert_eq!(
+        number(&scrape, "app_jobs_total", &[("outcome", "ok")]),
+        42.0
+    );
+    assert_eq!(number(&scrape, "app_queue_depth", &[]), 2.5);
+    assert_eq!(
+        scrape.docs.get("app_jobs_total").map(String::as_str),
+        Some("Jobs finished.")
+    );
+    assert_eq!(
+        scrape.docs.get("app_job_seconds").map(String::as_str),
+        Some("Job time.")
+    );
+    assert!(body.contains("# TYPE app_jobs_total counter\n"), "{body}");
+    assert!(body.contains("# TYPE app_queue_depth gauge\n"), "{body}");
+    assert!(
+        body.contains("# TYPE app_job_seconds histogram\n"),
+        "{body}"
+    );
+    assert!(!body.contains("quantile"), "no summaries any more:\n{body}");
+
+    // 1, 2, ..., 100 seconds in the default `_seconds` buckets.
+    let jobs = histogram(&scrape, "app_job_seconds", &[]);
+    let les: Vec<f64> = jobs.iter().map(|(le, _)| *le).collect();
+    let mut want = telemetry::prometheus::SECONDS_BUCKETS.to_vec();
+    want.push(f64::INFINITY);
+    assert_eq!(les, want);
+    for (le, count) in [
+        (0.5, 0.0),
+        (1.0, 1.0),
+        (2.5, 2.0),
+        (10.0, 10.0),
+        (60.0, 60.0),
+    ] {
+        assert_eq!(bucket(&jobs, le), count, "le={le}");
+    }
+    assert_eq!(bucket(&jobs, f64::INFINITY), 100.0);
+    assert_eq!(number(&scrape, "app_job_seconds_sum", &[]), 5050.0);
+
+    // One series per label set, each with its own buckets, sum and count.
+    let t1 = histogram(&scrape, "app_load_seconds", &[("table", "t1")]);
+    assert_eq!(bucket(&t1, 0.0005), 1.0);
+    assert_eq!(bucket(&t1, 0.0025), 1.0);
+    assert_eq!(bucket(&t1, 0.005), 3.0);
+    assert_eq!(bucket(&t1, 0.25), 4.0);
+    assert_eq!(bucket(&t1, 60.0), 4.0);
+    assert_eq!(bucket(&t1, f64::INFINITY), 5.0);
+    let sum = number(&scrape, "app_load_seconds_sum", &[("table", "t1")]);
+    assert!((sum - 75.2064).abs() < 1e-9, "{sum}");
+    let t2 = histogram(&scrape, "app_load_seconds", &[("table", "t2")]);
+    assert_eq!(bucket(&t2, 1.0), 0.0);
+    assert_eq!(bucket(&t2, 2.5), 1.0);
+    assert_eq!(
+        scrape.docs.get("app_load_seconds").map(String::as_str),
+        Some("Load time per table.")
+    );
+    // `_bytes` histograms get byte buckets.
+    let bytes = histogram(&scrape, "app_body_bytes", &[]);
+    assert_eq!(bucket(&bytes, 1024.0), 0.0);
+    assert_eq!(bucket(&bytes, 4096.0), 1.0);
+
+    // The fan-out fed this crate's registry too (Riemann, log summary).
+    let snapshot = telemetry.recorder().snapshot();
+    assert_eq!(
+        snapshot.counter("app_jobs_total", &[("outcome", "ok")]),
+        Some(42)
+    );
+    assert_eq!(
+        snapshot.histogram("app_job_seconds", &[]).map(|h| h.count),
+        Some(100)
+    );
+
+    // Counters move between scrapes, histograms keep counting since start.
+    metrics::with_local_recorder(&facade, || {
         metrics::counter!("app_jobs_total", "outcome" => "ok").increment(8);
+        metrics::histogram!("app_job_seconds").record(0.1);
     });
     let (_, _, body) = http_get(addr, "/metrics").await;
-    assert!(
-        body.lines()
-            .any(|l| l == "app_jobs_total{outcome=\"ok\"} 50"),
-        "{body}"
+    let scrape = parse_scrape(&body);
+    assert_eq!(
+        number(&scrape, "app_jobs_total", &[("outcome", "ok")]),
+        50.0
+    );
+    let jobs = histogram(&scrape, "app_job_seconds", &[]);
+    assert_eq!(bucket(&jobs, 0.1), 1.0);
+    assert_eq!(bucket(&jobs, 1.0), 2.0);
+    assert_eq!(bucket(&jobs, f64::INFINITY), 101.0);
+    assert_eq!(
+        telemetry
+            .render_prometheus()
+            .as_deref()
+            .map(parse_scrape)
+            .map(|s| number(&s, "app_jobs_total", &[("outcome", "ok")])),
+        Some(50.0)
     );
 
     let (status, _, _) = http_get(addr, "/other").await;
@@ -461,6 +628,120 @@ async fn prometheus_endpoint_is_scraped_over_http() {
             "answered after shutdown"
         );
     }
+}
+
+#[tokio::test]
+async fn buckets_are_set_per_name_suffix() {
+    let telemetry = TelemetryBuilder::new("svc")
+        .prometheus("127.0.0.1:0".parse().unwrap())
+        .prometheus_buckets("_seconds", &[0.1, 1.0])
+        .prometheus_buckets("_seconds", &[0.5, 5.0]) // the last wins
+        .prometheus_buckets("_rows", &[10.0, 100.0, 1000.0])
+        .prometheus_buckets("", &[42.0])
+        .start()
+        .unwrap();
+    metrics::with_local_recorder(&telemetry.fanout_recorder(), || {
+        metrics::histogram!("app_wait_seconds").record(1.0);
+        metrics::histogram!("app_batch_rows").record(50.0);
+        metrics::histogram!("app_ratio").record(0.3);
+        metrics::histogram!("app_body_bytes").record(300.0);
+    });
+    let (_, _, body) = http_get(telemetry.prometheus_addr().unwrap(), "/metrics").await;
+    let scrape = parse_scrape(&body);
+    let inf = f64::INFINITY;
+    assert_eq!(
+        histogram(&scrape, "app_wait_seconds", &[]),
+        [(0.5, 0.0), (5.0, 1.0), (inf, 1.0)]
+    );
+    assert_eq!(
+        histogram(&scrape, "app_batch_rows", &[]),
+        [(10.0, 0.0), (100.0, 1.0), (1000.0, 1.0), (inf, 1.0)]
+    );
+    assert_eq!(
+        histogram(&scrape, "app_ratio", &[]),
+        [(42.0, 1.0), (inf, 1.0)]
+    );
+    // Not overridden: the default `_bytes` buckets.
+    let bytes = histogram(&scrape, "app_body_bytes", &[]);
+    assert_eq!(bytes.len(), telemetry::prometheus::BYTES_BUCKETS.len() + 1);
+    assert_eq!(bucket(&bytes, 256.0), 0.0);
+    assert_eq!(bucket(&bytes, 1024.0), 1.0);
+    telemetry.shutdown().await;
+
+    for bad in [&[][..], &[1.0, 0.5], &[f64::NAN]] {
+        let err = TelemetryBuilder::new("svc")
+            .prometheus("127.0.0.1:0".parse().unwrap())
+            .prometheus_buckets("_bytes", bad)
+            .start()
+            .unwrap_err();
+        assert!(
+            matches!(&err, telemetry::Error::PrometheusBuckets { suffix, .. } if suffix == "_bytes"),
+            "{bad:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_riemann_reporter_counts_itself_in_prometheus() {
+    let mut server = RiemannServer::start("127.0.0.1:0".parse().unwrap(), true).await;
+    let telemetry = TelemetryBuilder::new("svc")
+        .prometheus("127.0.0.1:0".parse().unwrap())
+        .riemann(RiemannConfig::new(server.addr.to_string()).interval(Duration::from_millis(20)))
+        .start()
+        .unwrap();
+    server
+        .until(|m| counter_in(m, "svc telemetry_riemann_reports_sent_total") >= Some(1))
+        .await;
+    let addr = telemetry.prometheus_addr().unwrap();
+    let scrape = timeout(PATIENCE, async {
+        loop {
+            let (_, _, body) = http_get(addr, "/metrics").await;
+            let scrape = parse_scrape(&body);
+            let sent = scrape
+                .samples
+                .iter()
+                .any(|s| s.metric == "telemetry_riemann_reports_sent_total");
+            if sent && number(&scrape, "telemetry_riemann_reports_sent_total", &[]) >= 2.0 {
+                return scrape;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("two reports sent in time");
+    assert_eq!(
+        number(&scrape, "telemetry_riemann_reports_dropped_total", &[]),
+        0.0
+    );
+    assert!(
+        scrape
+            .docs
+            .get("telemetry_riemann_reports_sent_total")
+            .is_some_and(|d| d.contains("Riemann")),
+        "{:?}",
+        scrape.docs
+    );
+    telemetry.shutdown().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_prometheus_the_fanout_recorder_is_the_registry() {
+    let recorder = Recorder::new();
+    let telemetry = TelemetryBuilder::new("svc")
+        .recorder(recorder.clone())
+        .start()
+        .unwrap();
+    assert_eq!(telemetry.prometheus_addr(), None);
+    assert_eq!(telemetry.render_prometheus(), None);
+    metrics::with_local_recorder(&telemetry.fanout_recorder(), record_app_metrics);
+    assert_eq!(
+        recorder
+            .snapshot()
+            .counter("app_jobs_total", &[("outcome", "ok")]),
+        Some(42)
+    );
+    telemetry.shutdown().await;
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use metrics::{Counter, Key};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,8 +63,19 @@ pub struct RiemannConfig {
     pub(crate) prefix: String,
     pub(crate) transport: Transport,
     pub(crate) timeout: Duration,
-    pub(crate) backoff_min: Duration,
+    /// Delays between failed connection attempts (no jitter, no limit on attempts).
+    pub(crate) backoff: ExponentialBuilder,
+    /// The longest delay, used should the backoff ever run out.
     pub(crate) backoff_max: Duration,
+}
+
+/// `min`, doubled at each further failure up to `max` (at least `min`), as many times as needed.
+fn reconnect_backoff(min: Duration, max: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(min)
+        .with_max_delay(max.max(min))
+        .with_factor(2.0)
+        .without_max_times()
 }
 
 impl RiemannConfig {
@@ -79,7 +91,7 @@ impl RiemannConfig {
             prefix: String::new(),
             transport: Transport::Tcp,
             timeout: Duration::from_secs(5),
-            backoff_min: Duration::from_millis(500),
+            backoff: reconnect_backoff(Duration::from_millis(500), Duration::from_secs(30)),
             backoff_max: Duration::from_secs(30),
         }
     }
@@ -135,7 +147,7 @@ impl RiemannConfig {
     /// Wait after a failed connection attempt: `min`, doubled at each further failure up to
     /// `max` (default 0.5 s to 30 s). Reports due meanwhile are dropped.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff_min = min;
+        self.backoff = reconnect_backoff(min, max);
         self.backoff_max = max.max(min);
         self
     }
@@ -304,7 +316,8 @@ struct Sender {
     config: RiemannConfig,
     conn: Option<Conn>,
     next_attempt: Instant,
-    backoff: Duration,
+    /// Delays of the next failed attempts; started afresh after each successful connection.
+    backoff: ExponentialBackoff,
     frame: Vec<u8>,
     reply: Vec<u8>,
 }
@@ -312,7 +325,7 @@ struct Sender {
 impl Sender {
     fn new(config: RiemannConfig) -> Self {
         Self {
-            backoff: config.backoff_min,
+            backoff: config.backoff.build(),
             config,
             conn: None,
             next_attempt: Instant::now(),
@@ -349,7 +362,7 @@ impl Sender {
         match result {
             Ok(Ok(conn)) => {
                 self.conn = Some(conn);
-                self.backoff = self.config.backoff_min;
+                self.backoff = self.config.backoff.build();
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -363,9 +376,10 @@ impl Sender {
         }
     }
 
+    /// Defers the next connection attempt by the backoff's next delay.
     fn fail_connect(&mut self) {
-        self.next_attempt = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(self.config.backoff_max);
+        let delay = self.backoff.next().unwrap_or(self.config.backoff_max);
+        self.next_attempt = Instant::now() + delay;
     }
 
     async fn open(&self) -> Result<Conn, Error> {
@@ -530,16 +544,38 @@ impl Sender {
     }
 }
 
+/// The reporter's own counters, described and registered with the current `metrics` recorder.
+pub(crate) struct OwnCounters {
+    sent: Counter,
+    dropped: Counter,
+}
+
+/// Describes and registers the reporter's counters with the current `metrics` recorder.
+pub(crate) fn own_counters() -> OwnCounters {
+    metrics::describe_counter!(
+        "telemetry_riemann_reports_sent_total",
+        "Reports delivered to Riemann (acknowledged over TCP, sent over UDP)."
+    );
+    metrics::describe_counter!(
+        "telemetry_riemann_reports_dropped_total",
+        "Reports to Riemann dropped: not connected, backoff, timeout or refused."
+    );
+    OwnCounters {
+        sent: metrics::counter!("telemetry_riemann_reports_sent_total"),
+        dropped: metrics::counter!("telemetry_riemann_reports_dropped_total"),
+    }
+}
+
 /// Reports every `config.interval` until `stop` changes (or its sender is dropped), then sends
 /// one final report.
 pub(crate) async fn run(
     config: RiemannConfig,
     recorder: Recorder,
+    counters: OwnCounters,
     service: String,
     mut stop: watch::Receiver<bool>,
 ) {
-    let sent: Counter = recorder.counter("telemetry_riemann_reports_sent_total");
-    let dropped: Counter = recorder.counter("telemetry_riemann_reports_dropped_total");
+    let OwnCounters { sent, dropped } = counters;
     let mut builder = EventBuilder::new(&config, &service);
     let mut ticker = tokio::time::interval_at(Instant::now() + config.interval, config.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -598,6 +634,55 @@ mod tests {
         for bad in ["localhost", ":5555", "host:port", "host:99999"] {
             assert!(RiemannConfig::new(bad).validate().is_err(), "{bad}");
         }
+    }
+
+    /// The time left before the next attempt, as `connect` reports it without any I/O.
+    async fn deferred_for(sender: &mut Sender) -> Duration {
+        match sender.connect(false).await {
+            Err(Error::RiemannBackoff { remaining, addr }) => {
+                assert_eq!(addr, "127.0.0.1:9");
+                remaining
+            }
+            other => panic!("expected a deferred attempt, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_attempts_defer_reconnection_doubling_up_to_the_maximum() {
+        // Powers of two: exact in the f32 arithmetic of the backoff.
+        let config = RiemannConfig::new("127.0.0.1:9")
+            .backoff(Duration::from_secs(1), Duration::from_secs(5));
+        let mut sender = Sender::new(config);
+        for want in [1, 2, 4, 5, 5] {
+            let want = Duration::from_secs(want);
+            sender.fail_connect();
+            let remaining = deferred_for(&mut sender).await;
+            // Only the time this test takes between the two calls may have passed.
+            assert!(remaining <= want, "{remaining:?} > {want:?}");
+            assert!(remaining > want - Duration::from_secs(1), "{remaining:?}");
+        }
+        // A successful connection starts the sequence again at the minimum.
+        sender.backoff = sender.config.backoff.build();
+        sender.fail_connect();
+        assert!(deferred_for(&mut sender).await <= Duration::from_secs(1));
+        // `ignore_backoff` (the final report) tries at once: a refused connection, not a deferral.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let closed = listener.local_addr().expect("its address");
+        drop(listener);
+        let mut sender = Sender::new(RiemannConfig::new(closed.to_string()));
+        sender.fail_connect();
+        assert!(matches!(
+            sender.connect(true).await,
+            Err(Error::RiemannIo { .. } | Error::RiemannTimeout { .. })
+        ));
+    }
+
+    #[test]
+    fn a_maximum_below_the_minimum_is_the_minimum() {
+        let config = RiemannConfig::new("x:1").backoff(Duration::from_secs(2), Duration::ZERO);
+        let delays: Vec<_> = config.backoff.build().take(3).collect();
+        assert_eq!(delays, [Duration::from_secs(2); 3]);
+        assert_eq!(config.backoff_max, Duration::from_secs(2));
     }
 
     #[test]
