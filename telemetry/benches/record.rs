@@ -1,7 +1,7 @@
 //! Cost of recording through the `metrics` facade into this crate's recorder alone (the global
 //! recorder when Prometheus is off) and through the fan-out to it and the Prometheus exporter
 //! (Prometheus on), and of rendering a Prometheus scrape. Run:
-//! `cargo bench -p telemetry --bench record`.
+//! `cargo bench -p service-telemetry --bench record`.
 
 use std::hint::black_box;
 

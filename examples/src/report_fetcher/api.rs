@@ -29,7 +29,7 @@ pub struct ApiConfig {
     /// The `Retry-After` sent with a 429 (seconds; fractional values are sent as decimals).
     pub retry_after: Duration,
     /// Fraction of (client, day) reports that do not exist (`404`), see
-    /// [`is_gone`](super::convert::is_gone).
+    /// [`super::convert::is_gone`].
     pub gone_rate: f64,
 }
 

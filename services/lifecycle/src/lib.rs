@@ -67,5 +67,5 @@ pub mod store;
 pub use config::{ProcessArgs, env_name, parse, try_parse_from};
 pub use error::{BadConfig, Error};
 pub use run::{Exit, run};
-pub use shutdown::cancel_on_signals;
+pub use shutdown::{SECOND_SIGNAL_EXIT, cancel_on_signals};
 pub use tokio_util::sync::CancellationToken;
