@@ -33,6 +33,7 @@
 pub mod batch;
 pub mod edn;
 mod error;
+mod history;
 pub mod load;
 pub mod manifest;
 pub mod options;

@@ -73,6 +73,12 @@ impl Ident {
         }
     }
 
+    /// An identifier known to be valid (a constant of this crate).
+    pub(crate) fn known(s: &'static str) -> Ident {
+        debug_assert!(Ident::new(s).is_ok(), "{s}");
+        Ident(s.to_ascii_lowercase())
+    }
+
     /// The name, lower case, unquoted.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -156,6 +162,8 @@ pub enum StagingSelect {
 /// A validated manifest.
 #[derive(Debug, Clone)]
 pub struct Manifest {
+    /// Where it was read from (its object key or path), as errors name it.
+    pub file: String,
     /// Target table.
     pub table: TableName,
     /// Key columns (a subset of `columns`).
@@ -387,6 +395,7 @@ impl Manifest {
             return Err(cx.err("data-format", message));
         }
         Ok(Manifest {
+            file: file.to_string(),
             table,
             pk_columns,
             columns,

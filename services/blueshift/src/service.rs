@@ -11,7 +11,6 @@ use lifecycle::CancellationToken;
 use redshift_upsert::batch::Batch;
 use redshift_upsert::load::{DEFAULT_HISTORY_TABLE, LoadOptions, LoadReport, Loader};
 use redshift_upsert::manifest::TableName;
-use redshift_upsert::plan::plan;
 use redshift_upsert::store::Store;
 use redshift_upsert::warehouse::WarehouseUrl;
 use regex::Regex;
@@ -263,6 +262,7 @@ impl Service {
             max_attempts: self.args.max_attempts.max(1),
             delete_loaded: true,
             history_table: self.history_table.clone(),
+            ..LoadOptions::default()
         };
         let l = Arc::new(Loader::new(url.clone(), opts)?);
         self.loaders.insert(url.clone(), l.clone());
@@ -285,9 +285,7 @@ impl Service {
         for d in &s.ready {
             let r = async {
                 let url = self.warehouse_for(d)?;
-                let l = self.loader(&url)?;
-                let rs = l.redshift_target(&self.store, d)?;
-                let p = plan(&d.manifest, &d.files, l.dialect(), rs.as_ref())?;
+                let p = self.loader(&url)?.plan(&self.store, d)?;
                 Ok::<_, Error>((url, p))
             }
             .await;

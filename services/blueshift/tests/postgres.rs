@@ -465,7 +465,7 @@ async fn a_serialization_failure_40001_is_retried() {
 }
 
 #[tokio::test]
-async fn key_index_detection_and_indexed_merge() {
+async fn a_merge_into_a_table_with_a_key_index() {
     let Some((url, mut c)) = pg("key_index_detection").await else {
         return;
     };
@@ -473,22 +473,6 @@ async fn key_index_detection_and_indexed_merge() {
     let u = test_services::unique_name("rsu_noidx_");
     let h = test_services::unique_name("rsu_hist_");
     exec(&mut c, &format!("CREATE TABLE {t} (id BIGINT PRIMARY KEY, v TEXT); CREATE TABLE {u} (a INT, b INT, v TEXT); CREATE INDEX ON {u} (b, a)")).await;
-    let id = |s: &str| redshift_upsert::manifest::Ident::new(s).unwrap();
-    let tn = |s: &str| TableName::parse(s).unwrap();
-    use redshift_upsert::load::key_indexed;
-    assert!(key_indexed(&mut c, &tn(&t), &[id("id")]).await.unwrap());
-    assert!(!key_indexed(&mut c, &tn(&t), &[id("v")]).await.unwrap());
-    assert!(
-        key_indexed(&mut c, &tn(&u), &[id("a"), id("b")])
-            .await
-            .unwrap()
-    );
-    assert!(!key_indexed(&mut c, &tn(&u), &[id("a")]).await.unwrap());
-    assert!(
-        !key_indexed(&mut c, &tn("rsu_no_such_table"), &[id("a")])
-            .await
-            .unwrap()
-    );
     // A merge into the indexed table (the probing plan) behaves like any merge.
     exec(
         &mut c,
@@ -599,7 +583,7 @@ async fn a_merge_into_an_empty_table_loads_what_the_general_path_loads() {
 }
 
 #[tokio::test]
-async fn key_range_detection_and_range_filtered_merge() {
+async fn a_range_filtered_merge() {
     let Some((url, mut c)) = pg("key_range_detection").await else {
         return;
     };
@@ -607,17 +591,6 @@ async fn key_range_detection_and_range_filtered_merge() {
     let u = test_services::unique_name("rsu_hash_");
     let h = test_services::unique_name("rsu_hist_");
     exec(&mut c, &format!("CREATE TABLE {t} (id BIGINT PRIMARY KEY, v TEXT); CREATE TABLE {u} (id BIGINT, v TEXT); CREATE INDEX ON {u} USING hash (id)")).await;
-    let id = |s: &str| redshift_upsert::manifest::Ident::new(s).unwrap();
-    let tn = |s: &str| TableName::parse(s).unwrap();
-    use redshift_upsert::load::key_range;
-    assert!(key_range(&mut c, &tn(&t), &[id("id")]).await.unwrap());
-    assert!(!key_range(&mut c, &tn(&t), &[id("v")]).await.unwrap());
-    assert!(
-        !key_range(&mut c, &tn(&t), &[id("id"), id("v")])
-            .await
-            .unwrap()
-    );
-    assert!(!key_range(&mut c, &tn(&u), &[id("id")]).await.unwrap());
     // Batch keys below, inside and above the table's range: only matching keys are replaced.
     exec(
         &mut c,
