@@ -165,7 +165,7 @@ pub(crate) fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
 }
 
 /// Whether an SQLSTATE / driver code and message name a retryable conflict.
-pub fn is_retryable_code(code: &str, message: &str) -> bool {
+pub(crate) fn is_retryable_code(code: &str, message: &str) -> bool {
     matches!(code, "40001" | "40P01")
         // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes.
         || matches!(code, "5" | "6" | "261" | "517" | "262")

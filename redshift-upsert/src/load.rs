@@ -83,7 +83,7 @@ pub enum LoadPath {
     /// fallback of the fast paths.
     Staged {
         /// The loader saw every key of the batch once while staging and skipped the "latest
-        /// row per key" step ([`crate::StagedLoad::apply_keys_unique`]).
+        /// row per key" step ([`StagedLoad::apply_keys_unique`](crate::StagedLoad::apply_keys_unique)).
         dedupe_skipped: bool,
     },
 }

@@ -14,7 +14,7 @@ use crate::options::{CopyOption, DataFormat};
 pub const MANIFEST_NAMES: [&str; 3] = ["manifest.edn", "manifest.toml", "manifest.json"];
 
 /// The keys a manifest may have.
-pub const KEYS: [&str; 10] = [
+pub(crate) const KEYS: [&str; 10] = [
     "table",
     "pk-columns",
     "columns",
@@ -187,7 +187,7 @@ pub struct Manifest {
 }
 
 /// The placeholder replaced by the staging table in `:staging-select`.
-pub const TABLE_PLACEHOLDER: &str = "{{table}}";
+pub(crate) const TABLE_PLACEHOLDER: &str = "{{table}}";
 
 struct Ctx<'a> {
     file: &'a str,
@@ -265,7 +265,7 @@ impl Manifest {
     }
 
     /// Validates a manifest already read into a JSON-like value (keys without `:`).
-    pub fn from_value(value: &Value, format: ManifestFormat, file: &str) -> Result<Manifest> {
+    fn from_value(value: &Value, format: ManifestFormat, file: &str) -> Result<Manifest> {
         let cx = Ctx { file, format };
         let Value::Object(map) = value else {
             return Err(Error::ManifestSyntax {

@@ -119,11 +119,6 @@ impl fmt::Display for Step {
     }
 }
 
-/// The statements of some steps, as text.
-pub fn statements(steps: &[Step]) -> Vec<String> {
-    steps.iter().map(Step::to_string).collect()
-}
-
 /// Which fast paths the planner may offer for PostgreSQL merges. All are on by default;
 /// turning one off changes how fast a load is, never which rows it leaves in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,12 @@
-use redshift_upsert::manifest::{Manifest, ManifestFormat};
-use redshift_upsert::plan::{
-    DataFile, Dialect, DirectIntoEmpty, FastPaths, KeysFirst, LoadStrategy, Plan, RedshiftTarget,
-    Step, TargetFacts, plan, plan_with, statements,
+use redshift_upsert::{
+    DataFile, Dialect, DirectIntoEmpty, FastPaths, KeysFirst, LoadStrategy, Manifest,
+    ManifestFormat, Plan, RedshiftTarget, Step, TargetFacts, plan, plan_with,
 };
+
+/// The statements of one phase, as text.
+fn statements(steps: &[Step]) -> Vec<String> {
+    steps.iter().map(Step::to_string).collect()
+}
 
 fn m(extra: &str) -> Manifest {
     Manifest::parse(

@@ -15,12 +15,11 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use redshift_upsert::load::{LoadOptions, Loader, copy_file};
-use redshift_upsert::manifest::{Manifest, ManifestFormat, TableName};
-use redshift_upsert::plan::DataFile;
 use redshift_upsert::sqlx::{self, Connection, PgConnection};
-use redshift_upsert::store::Store;
-use redshift_upsert::warehouse::WarehouseUrl;
+use redshift_upsert::{
+    DataFile, LoadOptions, Loader, Manifest, ManifestFormat, Store, TableName, WarehouseUrl,
+    copy_file,
+};
 
 fn env_n(k: &str, d: u64) -> u64 {
     std::env::var(k)

@@ -8,11 +8,9 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt;
 use lifecycle::CancellationToken;
-use redshift_upsert::batch::Batch;
-use redshift_upsert::load::{DEFAULT_HISTORY_TABLE, LoadOptions, LoadReport, Loader};
-use redshift_upsert::manifest::TableName;
-use redshift_upsert::store::Store;
-use redshift_upsert::warehouse::WarehouseUrl;
+use redshift_upsert::{
+    Batch, DEFAULT_HISTORY_TABLE, LoadOptions, LoadReport, Loader, Store, TableName, WarehouseUrl,
+};
 use regex::Regex;
 
 use crate::error::{Error, Result};
@@ -232,7 +230,7 @@ impl Service {
             reason,
         };
         let url = WarehouseUrl::parse(named)
-            .map_err(|e| refuse(redshift_upsert::warehouse::redact(named), e.to_string()))?;
+            .map_err(|e| refuse(redshift_upsert::redact(named), e.to_string()))?;
         if url == self.default_warehouse {
             return Ok(url);
         }

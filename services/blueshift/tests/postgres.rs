@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use blueshift::watcher::scan;
 use common::*;
-use redshift_upsert::load::{LoadOptions, Loader};
-use redshift_upsert::manifest::TableName;
 use redshift_upsert::sqlx::{self, Connection, PgConnection, Row};
-use redshift_upsert::warehouse::WarehouseUrl;
+use redshift_upsert::{LoadOptions, Loader, TableName, WarehouseUrl};
 
 async fn pg(test: &str) -> Option<(String, PgConnection)> {
     let url = test_services::service_url(test_services::POSTGRES, test)?;
