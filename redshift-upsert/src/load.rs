@@ -49,7 +49,8 @@ pub struct LoadOptions {
     /// The load-history table.
     pub history_table: TableName,
     /// The PostgreSQL fast paths the planner may offer (all by default). Turning one off
-    /// never changes the rows a load leaves, only how fast it gets there.
+    /// changes how fast a load is, not the rows it leaves (see [`FastPaths`] for the one
+    /// exception: keys equal as values but not as text, without a unique index).
     pub fast_paths: FastPaths,
 }
 

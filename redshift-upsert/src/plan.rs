@@ -119,8 +119,12 @@ impl fmt::Display for Step {
     }
 }
 
-/// Which fast paths the planner may offer for PostgreSQL merges. All are on by default;
-/// turning one off changes how fast a load is, never which rows it leaves in the table.
+/// Which fast paths the planner may offer for PostgreSQL loads. All are on by default;
+/// turning one off changes how fast a load is, not which rows it leaves in the table — with
+/// one exception: the fast paths tell repeated keys apart as text, the staged load's "latest
+/// row per key" step as values. Keys equal as values but not as text (`8`, `08` in a numeric
+/// column) are therefore both kept by a fast path when no unique index on the key refuses
+/// the second (with one, the fast path is undone and the staged load keeps the latest row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FastPaths {
     /// Offer [`LoadStrategy::DirectIntoEmpty`]: when the table is empty under its lock and no
