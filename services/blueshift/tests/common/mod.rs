@@ -18,10 +18,6 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-pub fn zstd(data: &[u8]) -> Vec<u8> {
-    zstd::encode_all(data, 1).unwrap()
-}
-
 pub fn args(store: &str, warehouse: &str, history: &str) -> Args {
     Args {
         store: store.to_string(),
