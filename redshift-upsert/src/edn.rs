@@ -13,17 +13,17 @@ const MAX_DEPTH: usize = 32;
 
 /// A syntax error with its 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EdnError {
+pub(crate) struct EdnError {
     /// 1-based line.
-    pub line: usize,
+    pub(crate) line: usize,
     /// 1-based column (in characters).
-    pub column: usize,
+    pub(crate) column: usize,
     /// What was wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Reads one EDN value (the whole input must be that value, plus whitespace/comments).
-pub fn parse(input: &str) -> Result<Value, EdnError> {
+pub(crate) fn parse(input: &str) -> Result<Value, EdnError> {
     let mut r = Reader { s: input, pos: 0 };
     r.skip_ws();
     let v = r.value(0)?;

@@ -36,6 +36,19 @@ pub enum Error {
         /// What was wrong and what is allowed.
         message: String,
     },
+    /// A manifest key's value is valid but cannot be honoured by the warehouse loaded into
+    /// (e.g. the `BZIP2` COPY option outside Redshift).
+    #[error("manifest {manifest}: key {key}: {message} (loading into table {table})")]
+    ManifestUnsupported {
+        /// The manifest's key or path.
+        manifest: String,
+        /// The manifest key (as written in EDN, e.g. `:options`).
+        key: String,
+        /// The target table.
+        table: String,
+        /// What cannot be honoured and what would be.
+        message: String,
+    },
     /// The plan cannot be made for this manifest and warehouse.
     #[error("plan for table {table}: {message}")]
     Plan {
@@ -63,8 +76,12 @@ pub enum Error {
         message: String,
     },
     /// A database statement failed.
-    #[error("database error in {context}: {source}")]
+    #[error("table {table}{}: database error in {context}: {source}", file_part(.file))]
     Database {
+        /// The table the statement was for: the target table, or the load-history table.
+        table: String,
+        /// The data file (object key) whose rows the statement was loading, if any.
+        file: Option<String>,
         /// What was being done (statement or step).
         context: String,
         /// The driver's error.
@@ -117,6 +134,12 @@ pub enum Error {
     },
 }
 
+fn file_part(file: &Option<String>) -> String {
+    file.as_ref()
+        .map(|f| format!(", file {f}"))
+        .unwrap_or_default()
+}
+
 impl Error {
     /// Whether this error is a serialization conflict worth retrying: PostgreSQL SQLSTATE
     /// `40001` (serialization failure) or `40P01` (deadlock), Redshift's `1023`
@@ -142,7 +165,7 @@ pub(crate) fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
 }
 
 /// Whether an SQLSTATE / driver code and message name a retryable conflict.
-pub fn is_retryable_code(code: &str, message: &str) -> bool {
+pub(crate) fn is_retryable_code(code: &str, message: &str) -> bool {
     matches!(code, "40001" | "40P01")
         // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes.
         || matches!(code, "5" | "6" | "261" | "517" | "262")

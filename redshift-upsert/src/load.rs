@@ -1,22 +1,26 @@
 //! Loaders: run plans against PostgreSQL, Redshift and SQLite in one transaction, with a
 //! load-history table (written in the same transaction) for exactly-once loading, table
 //! locks (in process and across processes) and retries of serialization conflicts.
+//!
+//! The loader executes the plan's [`LoadStrategy`] phase by phase, by name: a fast path's
+//! phases, then (when the data rules it out) the fallback the plan names.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::Mutex;
 
 use crate::batch::{Batch, COPY_MANIFEST_NAME};
 use crate::error::{Error, Result};
-use crate::manifest::{Ident, TableName};
+use crate::history::{Entry, LoadHistory, Status, split_done};
+use crate::manifest::{Ident, Manifest, TableName};
 use crate::options::ReadFormat;
 use crate::plan::{
-    DIRECT_SAVEPOINT, DataFile, Dialect, Plan, RedshiftTarget, Step, TargetFacts,
-    advisory_lock_key, plan_empty_target, plan_keys_first, plan_with,
+    DataFile, Dialect, DirectIntoEmpty, FastPaths, KeysFirst, LoadStrategy, Plan, RedshiftTarget,
+    Step, TargetFacts, advisory_lock_key, plan_with,
 };
 use crate::records::{KeyState, KeyTracker, RecordReader, encode_pg_text, encode_pg_text_fields};
 use crate::store::Store;
@@ -44,6 +48,10 @@ pub struct LoadOptions {
     pub delete_loaded: bool,
     /// The load-history table.
     pub history_table: TableName,
+    /// The PostgreSQL fast paths the planner may offer (all by default). Turning one off
+    /// changes how fast a load is, not the rows it leaves (see [`FastPaths`] for the one
+    /// exception: keys equal as values but not as text, without a unique index).
+    pub fast_paths: FastPaths,
 }
 
 impl Default for LoadOptions {
@@ -55,16 +63,30 @@ impl Default for LoadOptions {
             delete_loaded: true,
             history_table: TableName {
                 schema: None,
-                name: Ident::new(DEFAULT_HISTORY_TABLE).unwrap_or_else(|_| unreachable_ident()),
+                name: Ident::known(DEFAULT_HISTORY_TABLE),
             },
+            fast_paths: FastPaths::default(),
         }
     }
 }
 
-#[allow(clippy::panic)]
-fn unreachable_ident() -> Ident {
-    // DEFAULT_HISTORY_TABLE is a valid identifier; this is never called.
-    Ident::new("blueshift_load_history").unwrap_or_else(|e| panic!("{e}"))
+/// The path a load took through its plan's [`LoadStrategy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoadPath {
+    /// The files were copied straight into the empty table
+    /// ([`LoadStrategy::DirectIntoEmpty`]).
+    DirectIntoEmpty,
+    /// The keys were staged, the rows copied from the local spool into the table
+    /// ([`LoadStrategy::KeysFirst`]).
+    KeysFirst,
+    /// Every row was staged, then applied ([`Plan::staged`]): the general path, and the
+    /// fallback of the fast paths.
+    Staged {
+        /// The loader saw every key of the batch once while staging and skipped the "latest
+        /// row per key" step ([`StagedLoad::apply_keys_unique`](crate::StagedLoad::apply_keys_unique)).
+        dedupe_skipped: bool,
+    },
 }
 
 /// What one directory load did.
@@ -84,6 +106,8 @@ pub struct LoadReport {
     pub files_deleted: usize,
     /// Attempts made (1 when no conflict was retried).
     pub attempts: u32,
+    /// The path the committed attempt took; `None` when every file was loaded before.
+    pub path: Option<LoadPath>,
 }
 
 /// A loader for one warehouse.
@@ -92,26 +116,39 @@ pub struct Loader {
     url: WarehouseUrl,
     pool: Pool,
     opts: LoadOptions,
+    history: LoadHistory,
     table_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     history_ready: tokio::sync::OnceCell<()>,
 }
 
-/// The history row of a file loaded before.
-#[derive(Debug)]
-struct Done {
-    key: String,
-    etag: Option<String>,
-    size: i64,
+/// Rows loaded per file (`None`: not counted per file, Redshift).
+type FileRows = Vec<(DataFile, Option<i64>)>;
+
+/// A database error on `table` while doing `context`.
+fn db(table: &TableName, context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
+    let table = table.plain();
+    let context = context.into();
+    move |source| Error::Database {
+        table,
+        file: None,
+        context,
+        source,
+    }
 }
 
 impl Loader {
     /// A loader (connections are opened on first use).
+    ///
+    /// # Errors
+    /// [`Error::Warehouse`] when the URL is not a valid connection URL.
     pub fn new(url: WarehouseUrl, opts: LoadOptions) -> Result<Loader> {
         let pool = connect(&url, 4)?;
+        let history = LoadHistory::new(opts.history_table.clone(), &url);
         Ok(Loader {
             url,
             pool,
             opts,
+            history,
             table_locks: Mutex::new(HashMap::new()),
             history_ready: tokio::sync::OnceCell::new(),
         })
@@ -127,12 +164,10 @@ impl Loader {
         self.url.dialect(self.opts.merge_statement)
     }
 
-    /// The connection pool.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
     /// The Redshift target for a batch in a store, when this warehouse is Redshift.
+    ///
+    /// # Errors
+    /// [`Error::RedshiftSetup`]: the store is not S3, or no IAM role is set.
     pub fn redshift_target(&self, store: &Store, batch: &Batch) -> Result<Option<RedshiftTarget>> {
         if !matches!(self.url, WarehouseUrl::Redshift(_)) {
             return Ok(None);
@@ -163,17 +198,24 @@ impl Loader {
         }))
     }
 
+    /// The plan this loader would run for every file of `batch`, without looking at the
+    /// table (a dry run: the facts a load looks up, such as a key index, are left out).
+    ///
+    /// # Errors
+    /// What [`plan_with`] and [`Loader::redshift_target`] refuse.
+    pub fn plan(&self, store: &Store, batch: &Batch) -> Result<Plan> {
+        self.make_plan(store, batch, &batch.files, &TargetFacts::default())
+    }
+
     async fn table_lock(&self, table: &TableName) -> Arc<Mutex<()>> {
         let mut m = self.table_locks.lock().await;
         m.entry(table.plain()).or_default().clone()
     }
 
-    fn db(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
-        let context = context.into();
-        move |source| Error::Database { context, source }
-    }
-
     /// Creates the history table if it does not exist (once per loader).
+    ///
+    /// # Errors
+    /// [`Error::Database`] naming the history table.
     pub async fn ensure_history(&self) -> Result<()> {
         self.history_ready
             .get_or_try_init(|| self.create_history())
@@ -182,36 +224,30 @@ impl Loader {
     }
 
     async fn create_history(&self) -> Result<()> {
-        let h = &self.opts.history_table;
-        let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {h} (directory VARCHAR(1024) NOT NULL, file_key VARCHAR(1024) NOT NULL, \
-             etag VARCHAR(256), size BIGINT NOT NULL, row_count BIGINT, loaded_at TIMESTAMP NOT NULL, \
-             status VARCHAR(16) NOT NULL, target_table VARCHAR(256) NOT NULL, error VARCHAR(1024))"
-        );
+        let h = self.history.table();
+        let ddl = self.history.create_sql();
         match &self.pool {
             Pool::Pg(p) => {
-                let mut tx = p.begin().await.map_err(Self::db("begin (history table)"))?;
+                let mut tx = p.begin().await.map_err(db(h, "begin"))?;
                 if matches!(self.url, WarehouseUrl::Postgres(_)) {
                     // Serialises concurrent CREATE TABLE IF NOT EXISTS across processes.
                     sqlx::query("SELECT pg_advisory_xact_lock($1)")
                         .bind(advisory_lock_key(h))
                         .execute(&mut *tx)
                         .await
-                        .map_err(Self::db("lock (history table)"))?;
+                        .map_err(db(h, "pg_advisory_xact_lock"))?;
                 }
                 sqlx::raw_sql(AssertSqlSafe(ddl.clone()))
                     .execute(&mut *tx)
                     .await
-                    .map_err(Self::db(ddl))?;
-                tx.commit()
-                    .await
-                    .map_err(Self::db("commit (history table)"))?;
+                    .map_err(db(h, ddl))?;
+                tx.commit().await.map_err(db(h, "commit"))?;
             }
             Pool::Sqlite(p) => {
                 sqlx::raw_sql(AssertSqlSafe(ddl.clone()))
                     .execute(p)
                     .await
-                    .map_err(Self::db(ddl))?;
+                    .map_err(db(h, ddl))?;
             }
         }
         Ok(())
@@ -220,6 +256,11 @@ impl Loader {
     /// Loads one directory: all its data files in one transaction, then deletes them.
     /// Files the history lists as loaded (same key and ETag/size) are skipped and deleted.
     /// Serialization conflicts are retried with backoff.
+    ///
+    /// # Errors
+    /// Whatever failed, naming the table and, where there is one, the file; the
+    /// transaction is rolled back, the files are kept, and the history gets a `failed` row
+    /// per file.
     pub async fn load(&self, store: &Store, dir: &Batch) -> Result<LoadReport> {
         let table = dir.manifest.table.plain();
         let lock = self.table_lock(&dir.manifest.table).await;
@@ -292,78 +333,25 @@ impl Loader {
     /// Best effort: a `failed` history row per file, outside the (rolled back) transaction.
     async fn record_failure(&self, dir: &Batch, e: &Error) {
         let msg: String = e.to_string().chars().take(1000).collect();
-        let h = &self.opts.history_table;
         let table = dir.manifest.table.plain();
-        let now = self.now_sql();
         for f in &dir.files {
+            let entry = Entry {
+                directory: &dir.directory,
+                file: f,
+                rows: None,
+                status: Status::Failed,
+                target_table: &table,
+                error: Some(&msg),
+            };
             let r = match &self.pool {
-                Pool::Pg(p) => {
-                    let sql = format!(
-                        "INSERT INTO {h} (directory, file_key, etag, size, row_count, loaded_at, status, target_table, error) VALUES ($1, $2, $3, $4, NULL, {now}, 'failed', $5, $6)"
-                    );
-                    sqlx::query(AssertSqlSafe(sql))
-                        .bind(&dir.directory)
-                        .bind(&f.key)
-                        .bind(&f.etag)
-                        .bind(f.size as i64)
-                        .bind(&table)
-                        .bind(&msg)
-                        .execute(p)
-                        .await
-                        .map(|_| ())
-                }
-                Pool::Sqlite(p) => {
-                    let sql = format!(
-                        "INSERT INTO {h} (directory, file_key, etag, size, row_count, loaded_at, status, target_table, error) VALUES (?, ?, ?, ?, NULL, {now}, 'failed', ?, ?)"
-                    );
-                    sqlx::query(AssertSqlSafe(sql))
-                        .bind(&dir.directory)
-                        .bind(&f.key)
-                        .bind(&f.etag)
-                        .bind(f.size as i64)
-                        .bind(&table)
-                        .bind(&msg)
-                        .execute(p)
-                        .await
-                        .map(|_| ())
-                }
+                Pool::Pg(p) => self.history.record(p, &entry).await,
+                Pool::Sqlite(p) => self.history.record(p, &entry).await,
             };
             if let Err(err) = r {
                 tracing::warn!(error = %err, "could not record a failed load in the history");
                 return;
             }
         }
-    }
-
-    fn now_sql(&self) -> &'static str {
-        match self.url {
-            WarehouseUrl::Postgres(_) => "now()",
-            WarehouseUrl::Redshift(_) => "GETDATE()",
-            WarehouseUrl::Sqlite(_) => "CURRENT_TIMESTAMP",
-        }
-    }
-
-    fn split_done(files: &[DataFile], done: &[Done]) -> (Vec<DataFile>, usize) {
-        let mut by_key: HashMap<&str, Vec<&Done>> = HashMap::with_capacity(done.len());
-        for d in done {
-            by_key.entry(d.key.as_str()).or_default().push(d);
-        }
-        let mut todo = Vec::new();
-        let mut skipped = 0;
-        for f in files {
-            let seen = by_key.get(f.key.as_str()).is_some_and(|loaded| {
-                loaded.iter().any(|d| match (&d.etag, &f.etag) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => d.size == f.size as i64,
-                })
-            });
-            if seen {
-                skipped += 1
-            } else {
-                todo.push(f.clone())
-            }
-        }
-        (todo, skipped)
     }
 
     fn make_plan(
@@ -374,7 +362,14 @@ impl Loader {
         facts: &TargetFacts,
     ) -> Result<Plan> {
         let rs = self.redshift_target(store, dir)?;
-        let p = plan_with(&dir.manifest, todo, self.dialect(), rs.as_ref(), facts)?;
+        let p = plan_with(
+            &dir.manifest,
+            todo,
+            self.dialect(),
+            rs.as_ref(),
+            facts,
+            self.opts.fast_paths,
+        )?;
         for n in &p.notes {
             tracing::info!(directory = %dir.directory, note = %n, "COPY option not applied");
         }
@@ -388,51 +383,36 @@ impl Loader {
         dir: &Batch,
     ) -> Result<LoadReport> {
         let m = &dir.manifest;
-        let h = &self.opts.history_table;
+        let table = m.table.plain();
         let mut report = LoadReport {
             directory: dir.directory.clone(),
-            table: m.table.plain(),
+            table: table.clone(),
             ..Default::default()
         };
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::db(format!("connect to {}", self.url.redacted())))?;
-        let mut tx = conn.begin().await.map_err(Self::db("begin"))?;
+            .map_err(db(&m.table, format!("connect to {}", self.url.redacted())))?;
+        let mut tx = conn.begin().await.map_err(db(&m.table, "begin"))?;
         // Serialise loads into this table across processes before reading the history.
         if matches!(self.url, WarehouseUrl::Redshift(_)) {
             let sql = format!("LOCK {}", m.table);
             sqlx::raw_sql(AssertSqlSafe(sql.clone()))
                 .execute(&mut *tx)
                 .await
-                .map_err(Self::db(sql))?;
+                .map_err(db(&m.table, sql))?;
         } else {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(advisory_lock_key(&m.table))
                 .execute(&mut *tx)
                 .await
-                .map_err(Self::db("pg_advisory_xact_lock"))?;
+                .map_err(db(&m.table, "pg_advisory_xact_lock"))?;
         }
-        let q = format!(
-            "SELECT file_key, etag, size FROM {h} WHERE directory = $1 AND status = 'loaded'"
-        );
-        let rows = sqlx::query(AssertSqlSafe(q.clone()))
-            .bind(&dir.directory)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(Self::db(q))?;
-        let done: Vec<Done> = rows
-            .iter()
-            .map(|r| Done {
-                key: r.get(0),
-                etag: r.get(1),
-                size: r.get(2),
-            })
-            .collect();
-        let (todo, skipped) = Self::split_done(&dir.files, &done);
+        let done = self.history.loaded(&mut *tx, &dir.directory).await?;
+        let (todo, skipped) = split_done(&dir.files, &done);
         report.files_skipped = skipped;
         if todo.is_empty() {
-            tx.commit().await.map_err(Self::db("commit"))?;
+            tx.commit().await.map_err(db(&m.table, "commit"))?;
             return Ok(report);
         }
         let mut facts = TargetFacts::default();
@@ -444,143 +424,10 @@ impl Loader {
         if let Some(cm) = &p.copy_manifest {
             store.put(&cm.key, cm.body.clone().into_bytes()).await?;
         }
-        let mut file_rows: Vec<(DataFile, Option<i64>)> = Vec::new();
-        let key_idx: Vec<usize> = m
-            .pk_columns
-            .iter()
-            .filter_map(|k| m.columns.iter().position(|c| c == k))
-            .collect();
-        let mut loaded_direct = false;
-        // Set when the direct load saw keys repeat, or a unique index refused keys that
-        // differ only as text: the full plan then stages the rows and keeps the latest per
-        // key (whatever the text says).
-        let mut values_repeat = false;
-        if matches!(self.url, WarehouseUrl::Postgres(_))
-            && let Some(direct) = plan_empty_target(m, &todo, self.dialect())?
-            && let Some(rows) =
-                load_empty_target(&mut tx, &direct, &p, m, store, &key_idx, &mut values_repeat)
-                    .await?
-        {
-            tracing::debug!(directory = %dir.directory, "copied straight into the empty table");
-            file_rows = rows;
-            loaded_direct = true;
-        }
-        let keys_first = if loaded_direct || values_repeat {
-            None
-        } else {
-            plan_keys_first(m, &todo, self.dialect(), &facts)?
-        };
-        if loaded_direct {
-            // Done above.
-        } else if let Some((keys_phase, direct)) = keys_first {
-            // Stage the keys (spooling the shaped rows locally and watching for repeated
-            // keys); without repeats, COPY the spool straight into the table, otherwise
-            // stage the files whole and keep the latest row per key.
-            let spool = tempfile::tempfile().map_err(|source| Error::Io {
-                path: std::env::temp_dir(),
-                source,
-            })?;
-            let extras = CopyExtras {
-                fields: None,
-                keys: Some(KeyTracker::new(key_idx, MAX_TRACKED_KEYS)),
-                spool: Some(tokio::fs::File::from_std(spool)),
-            };
-            let (staged, _, extras) =
-                run_pg_steps(&mut tx, &keys_phase, &p, m, store, extras).await?;
-            let unique = extras
-                .keys
-                .as_ref()
-                .is_some_and(|k| k.state() == KeyState::Unique);
-            tracing::debug!(directory = %dir.directory, unique, "keys staged");
-            // Keys distinct as text may still be equal as values (`1`, `01`): a unique
-            // index then refuses the direct load, which is undone to run the full plan.
-            let mut equal_as_values = false;
-            if unique {
-                exec_sql(&mut tx, &format!("SAVEPOINT {DIRECT_SAVEPOINT}")).await?;
-                match run_pg_steps(&mut tx, &direct, &p, m, store, extras).await {
-                    Ok((_, spooled, _)) => {
-                        let staged_rows: u64 = staged
-                            .iter()
-                            .map(|(_, n)| n.unwrap_or(0).max(0) as u64)
-                            .sum();
-                        if spooled != staged_rows {
-                            return Err(Error::Plan {
-                                table: m.table.plain(),
-                                message: format!(
-                                    "spooled {spooled} rows but staged {staged_rows} keys"
-                                ),
-                            });
-                        }
-                        exec_sql(&mut tx, &format!("RELEASE SAVEPOINT {DIRECT_SAVEPOINT}")).await?;
-                        file_rows = staged;
-                    }
-                    Err(e) if is_unique_violation(&e) => {
-                        exec_sql(
-                            &mut tx,
-                            &format!("ROLLBACK TO SAVEPOINT {DIRECT_SAVEPOINT}"),
-                        )
-                        .await?;
-                        equal_as_values = true;
-                    }
-                    Err(e) => return Err(e),
-                }
-            } else {
-                drop(extras);
-            }
-            if !unique || equal_as_values {
-                let mut rest: Vec<Step> = p.steps.iter().skip(2).cloned().collect();
-                rest.push(Step::Execute(format!("DROP TABLE {}", crate::plan::KEYS)));
-                file_rows = run_pg_steps(&mut tx, &rest, &p, m, store, CopyExtras::default())
-                    .await?
-                    .0;
-            }
-        } else {
-            // Keys are watched while staging; if none repeats, the rest of the plan skips the
-            // "latest row per key" step (same staging prefix, checked below).
-            let last_copy = p
-                .steps
-                .iter()
-                .rposition(|s| matches!(s, Step::CopyFromStdin { .. }));
-            let keys = (!key_idx.is_empty() && !values_repeat)
-                .then(|| KeyTracker::new(key_idx, MAX_TRACKED_KEYS));
-            match (last_copy, keys) {
-                (Some(last), Some(keys)) => {
-                    let extras = CopyExtras {
-                        keys: Some(keys),
-                        ..CopyExtras::default()
-                    };
-                    let (staged, _, extras) =
-                        run_pg_steps(&mut tx, &p.steps[..=last], &p, m, store, extras).await?;
-                    file_rows = staged;
-                    let unique = extras.keys.is_some_and(|k| k.state() == KeyState::Unique);
-                    let q;
-                    let rest = if unique {
-                        let facts = TargetFacts {
-                            batch_keys_unique: true,
-                            ..facts
-                        };
-                        q = plan_with(m, &todo, self.dialect(), None, &facts)?;
-                        if q.steps.get(..=last) != p.steps.get(..=last) {
-                            return Err(Error::Plan {
-                                table: m.table.plain(),
-                                message: "plans for unique and repeated keys stage differently"
-                                    .into(),
-                            });
-                        }
-                        &q.steps[last + 1..]
-                    } else {
-                        &p.steps[last + 1..]
-                    };
-                    run_pg_steps(&mut tx, rest, &p, m, store, CopyExtras::default()).await?;
-                }
-                _ => {
-                    file_rows =
-                        run_pg_steps(&mut tx, &p.steps, &p, m, store, CopyExtras::default())
-                            .await?
-                            .0;
-                }
-            }
-        }
+        let run = PgRun::new(&p, m, store);
+        let (mut file_rows, path) = run.execute(&mut tx).await?;
+        tracing::debug!(directory = %dir.directory, ?path, "plan done");
+        report.path = Some(path);
         report.rows = file_rows
             .iter()
             .map(|(_, n)| n.unwrap_or(0).max(0) as u64)
@@ -589,27 +436,22 @@ impl Loader {
             let n: i64 = sqlx::query_scalar("SELECT pg_last_copy_count()::BIGINT")
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(Self::db("pg_last_copy_count()"))?;
+                .map_err(db(&m.table, "pg_last_copy_count()"))?;
             report.rows = n.max(0) as u64;
             file_rows = todo.iter().map(|f| (f.clone(), None)).collect();
         }
-        let now = self.now_sql();
-        let ins = format!(
-            "INSERT INTO {h} (directory, file_key, etag, size, row_count, loaded_at, status, target_table) VALUES ($1, $2, $3, $4, $5, {now}, 'loaded', $6)"
-        );
         for (f, n) in &file_rows {
-            sqlx::query(AssertSqlSafe(ins.clone()))
-                .bind(&dir.directory)
-                .bind(&f.key)
-                .bind(&f.etag)
-                .bind(f.size as i64)
-                .bind(n)
-                .bind(m.table.plain())
-                .execute(&mut *tx)
-                .await
-                .map_err(Self::db("insert into the load history"))?;
+            let entry = Entry {
+                directory: &dir.directory,
+                file: f,
+                rows: *n,
+                status: Status::Loaded,
+                target_table: &table,
+                error: None,
+            };
+            self.history.record(&mut *tx, &entry).await?;
         }
-        tx.commit().await.map_err(Self::db("commit"))?;
+        tx.commit().await.map_err(db(&m.table, "commit"))?;
         report.files_loaded = todo.len();
         Ok(report)
     }
@@ -621,151 +463,346 @@ impl Loader {
         dir: &Batch,
     ) -> Result<LoadReport> {
         let m = &dir.manifest;
-        let h = &self.opts.history_table;
+        let table = m.table.plain();
         let mut report = LoadReport {
             directory: dir.directory.clone(),
-            table: m.table.plain(),
+            table: table.clone(),
             ..Default::default()
         };
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::db(format!("open {}", self.url.redacted())))?;
+            .map_err(db(&m.table, format!("open {}", self.url.redacted())))?;
         // BEGIN IMMEDIATE takes the database's write lock: loads are serialised across processes.
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(Self::db("BEGIN IMMEDIATE"))?;
-        let q = format!(
-            "SELECT file_key, etag, size FROM {h} WHERE directory = ? AND status = 'loaded'"
-        );
-        let rows = sqlx::query(AssertSqlSafe(q.clone()))
-            .bind(&dir.directory)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(Self::db(q))?;
-        let done: Vec<Done> = rows
-            .iter()
-            .map(|r| Done {
-                key: r.get(0),
-                etag: r.get(1),
-                size: r.get(2),
-            })
-            .collect();
-        let (todo, skipped) = Self::split_done(&dir.files, &done);
+            .map_err(db(&m.table, "BEGIN IMMEDIATE"))?;
+        let done = self.history.loaded(&mut *tx, &dir.directory).await?;
+        let (todo, skipped) = split_done(&dir.files, &done);
         report.files_skipped = skipped;
         if todo.is_empty() {
-            tx.commit().await.map_err(Self::db("commit"))?;
+            tx.commit().await.map_err(db(&m.table, "commit"))?;
             return Ok(report);
         }
         let p = self.make_plan(store, dir, &todo, &TargetFacts::default())?;
+        // SQLite plans are always staged; they never have an `apply_keys_unique`.
+        let s = &p.staged;
         let mut file_rows = Vec::new();
-        for step in &p.steps {
-            match step {
-                Step::Execute(sql) => {
-                    sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(Self::db(sql.clone()))?;
-                }
-                Step::InsertRows {
-                    table,
-                    columns,
-                    file,
-                } => {
-                    let rf = p.read_format.as_ref().ok_or_else(|| Error::Plan {
-                        table: m.table.plain(),
-                        message: "inserts without a read format".into(),
-                    })?;
-                    let n = insert_file(&mut tx, table, columns, store, file, rf).await?;
-                    report.rows += n;
-                    file_rows.push((file.clone(), n as i64));
-                }
-                Step::CopyFromStdin { .. } | Step::CopyFromSpool { .. } => {
-                    return Err(Error::Plan {
-                        table: m.table.plain(),
-                        message: "COPY FROM STDIN needs PostgreSQL".into(),
-                    });
+        for phase in [&s.prelude, &s.stage, &s.apply] {
+            for step in phase {
+                match step {
+                    Step::Execute(sql) => {
+                        sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db(&m.table, sql.clone()))?;
+                    }
+                    Step::InsertRows {
+                        table: stage,
+                        columns,
+                        file,
+                    } => {
+                        let rf = p.read_format.as_ref().ok_or_else(|| Error::Plan {
+                            table: table.clone(),
+                            message: "inserts without a read format".into(),
+                        })?;
+                        let n =
+                            insert_file(&mut tx, &m.table, stage, columns, store, file, rf).await?;
+                        report.rows += n;
+                        file_rows.push((file.clone(), n as i64));
+                    }
+                    Step::CopyFromStdin { .. } | Step::CopyFromSpool { .. } => {
+                        return Err(Error::Plan {
+                            table: table.clone(),
+                            message: "COPY FROM STDIN needs PostgreSQL".into(),
+                        });
+                    }
                 }
             }
         }
-        let ins = format!(
-            "INSERT INTO {h} (directory, file_key, etag, size, row_count, loaded_at, status, target_table) VALUES (?, ?, ?, ?, ?, CURRENT_TIMESTAMP, 'loaded', ?)"
-        );
+        report.path = Some(LoadPath::Staged {
+            dedupe_skipped: false,
+        });
         for (f, n) in &file_rows {
-            sqlx::query(AssertSqlSafe(ins.clone()))
-                .bind(&dir.directory)
-                .bind(&f.key)
-                .bind(&f.etag)
-                .bind(f.size as i64)
-                .bind(n)
-                .bind(m.table.plain())
-                .execute(&mut *tx)
-                .await
-                .map_err(Self::db("insert into the load history"))?;
+            let entry = Entry {
+                directory: &dir.directory,
+                file: f,
+                rows: Some(*n),
+                status: Status::Loaded,
+                target_table: &table,
+                error: None,
+            };
+            self.history.record(&mut *tx, &entry).await?;
         }
-        tx.commit().await.map_err(Self::db("commit"))?;
+        tx.commit().await.map_err(db(&m.table, "commit"))?;
         report.files_loaded = todo.len();
         Ok(report)
     }
 }
 
-/// Runs plan steps on PostgreSQL; returns the rows of each COPY step and the key tracker
-/// after it saw every COPY step's records.
-async fn run_pg_steps(
-    tx: &mut sqlx::PgConnection,
-    steps: &[Step],
-    plan: &Plan,
-    m: &crate::manifest::Manifest,
-    store: &Store,
-    mut extras: CopyExtras,
-) -> Result<(Vec<(DataFile, Option<i64>)>, u64, CopyExtras)> {
-    let mut rows = Vec::new();
-    let mut spooled_rows = 0;
-    for (i, step) in steps.iter().enumerate() {
-        let started = Instant::now();
-        match step {
-            Step::Execute(sql) => {
-                sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Loader::db(sql.clone()))?;
-            }
-            Step::CopyFromStdin { sql, file, fields } => {
-                let rf = plan.read_format.as_ref().ok_or_else(|| Error::Plan {
-                    table: m.table.plain(),
-                    message: "COPY FROM STDIN without a read format".into(),
-                })?;
-                extras.fields = fields.clone();
-                let (n, x) = copy_file(tx, sql, store, file, rf, &m.columns, extras).await?;
-                extras = x;
-                rows.push((file.clone(), Some(n as i64)));
-            }
-            Step::CopyFromSpool { sql } => {
-                let spool = extras.spool.as_mut().ok_or_else(|| Error::Plan {
-                    table: m.table.plain(),
-                    message: "COPY from a spool that was not written".into(),
-                })?;
-                spooled_rows += copy_spool(tx, sql, spool).await?;
-            }
-            Step::InsertRows { .. } => {
-                return Err(Error::Plan {
-                    table: m.table.plain(),
-                    message: "insert steps need SQLite".into(),
-                });
-            }
+/// What the direct copy into an empty table found.
+enum Direct {
+    /// Done: the rows per file.
+    Loaded(FileRows),
+    /// The table holds rows: nothing was done but taking the lock.
+    NotEmpty,
+    /// A key repeats within the batch (or the tracker gave up, or a unique index refused
+    /// keys equal as values but not as text): undone back to the savepoint.
+    KeysRepeat,
+}
+
+/// One PostgreSQL or Redshift plan being run.
+struct PgRun<'a> {
+    plan: &'a Plan,
+    m: &'a Manifest,
+    store: &'a Store,
+    /// The key columns' positions in the manifest's columns.
+    key_idx: Vec<usize>,
+}
+
+impl<'a> PgRun<'a> {
+    fn new(plan: &'a Plan, m: &'a Manifest, store: &'a Store) -> PgRun<'a> {
+        let key_idx = m
+            .pk_columns
+            .iter()
+            .filter_map(|k| m.columns.iter().position(|c| c == k))
+            .collect();
+        PgRun {
+            plan,
+            m,
+            store,
+            key_idx,
         }
-        tracing::debug!(table = %m.table.plain(), step = i, elapsed = ?started.elapsed(), "plan step done");
     }
-    Ok((rows, spooled_rows, extras))
+
+    fn tracker(&self) -> KeyTracker {
+        KeyTracker::new(self.key_idx.clone(), MAX_TRACKED_KEYS)
+    }
+
+    /// Runs the plan's strategy: the rows per file and the path taken.
+    async fn execute(&self, tx: &mut sqlx::PgConnection) -> Result<(FileRows, LoadPath)> {
+        match &self.plan.strategy {
+            LoadStrategy::Staged => self.staged(tx, true).await,
+            LoadStrategy::KeysFirst(k) => self.keys_first(tx, k).await,
+            LoadStrategy::DirectIntoEmpty(d) => match self.direct_into_empty(tx, d).await? {
+                Direct::Loaded(rows) => Ok((rows, LoadPath::DirectIntoEmpty)),
+                // The staged load's dedupe, without reading the files once more to stage
+                // only the keys.
+                Direct::KeysRepeat => self.staged(tx, false).await,
+                Direct::NotEmpty => match &d.if_not_empty {
+                    Some(k) => self.keys_first(tx, k).await,
+                    None => self.staged(tx, true).await,
+                },
+            },
+        }
+    }
+
+    /// The staged load. With `watch_keys` (and an `apply_keys_unique` to take), keys are
+    /// watched while staging; when none repeated, `apply_keys_unique` runs instead of `apply`.
+    async fn staged(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        watch_keys: bool,
+    ) -> Result<(FileRows, LoadPath)> {
+        let s = &self.plan.staged;
+        self.steps(tx, &s.prelude, CopyExtras::default()).await?;
+        let watch = watch_keys && s.apply_keys_unique.is_some() && !self.key_idx.is_empty();
+        let extras = CopyExtras {
+            keys: watch.then(|| self.tracker()),
+            ..CopyExtras::default()
+        };
+        let (rows, _, extras) = self.steps(tx, &s.stage, extras).await?;
+        let unique = extras.keys.is_some_and(|k| k.state() == KeyState::Unique);
+        let apply = match (&s.apply_keys_unique, unique) {
+            (Some(apply_unique), true) => apply_unique,
+            _ => &s.apply,
+        };
+        self.steps(tx, apply, CopyExtras::default()).await?;
+        Ok((
+            rows,
+            LoadPath::Staged {
+                dedupe_skipped: unique,
+            },
+        ))
+    }
+
+    /// [`KeysFirst`]: stage the keys (spooling the shaped rows locally and watching for
+    /// repeated keys); without repeats, COPY the spool straight into the table, otherwise
+    /// stage the files whole and keep the latest row per key.
+    async fn keys_first(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        k: &KeysFirst,
+    ) -> Result<(FileRows, LoadPath)> {
+        let staged = &self.plan.staged;
+        self.steps(tx, &staged.prelude, CopyExtras::default())
+            .await?;
+        let spool = tempfile::tempfile().map_err(|source| Error::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let extras = CopyExtras {
+            fields: None,
+            keys: Some(self.tracker()),
+            spool: Some(tokio::fs::File::from_std(spool)),
+        };
+        let (keys_rows, _, extras) = self.steps(tx, &k.stage_keys, extras).await?;
+        let unique = extras
+            .keys
+            .as_ref()
+            .is_some_and(|k| k.state() == KeyState::Unique);
+        tracing::debug!(table = %self.m.table.plain(), unique, "keys staged");
+        if unique {
+            exec_sql(tx, &self.m.table, &k.savepoint.set_sql()).await?;
+            match self.steps(tx, &k.apply, extras).await {
+                Ok((_, spooled, _)) => {
+                    let staged_rows: u64 = keys_rows
+                        .iter()
+                        .map(|(_, n)| n.unwrap_or(0).max(0) as u64)
+                        .sum();
+                    if spooled != staged_rows {
+                        return Err(Error::Plan {
+                            table: self.m.table.plain(),
+                            message: format!(
+                                "spooled {spooled} rows but staged {staged_rows} keys"
+                            ),
+                        });
+                    }
+                    exec_sql(tx, &self.m.table, &k.savepoint.release_sql()).await?;
+                    return Ok((keys_rows, LoadPath::KeysFirst));
+                }
+                // Keys distinct as text may still be equal as values (`1`, `01`): a unique
+                // index then refuses the direct load, which is undone.
+                Err(e) if is_unique_violation(&e) => {
+                    exec_sql(tx, &self.m.table, &k.savepoint.rollback_sql()).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            drop(extras);
+        }
+        // The fallback: the staged load after its prelude (already run), then the key stage
+        // is dropped.
+        let (rows, _, _) = self.steps(tx, &staged.stage, CopyExtras::default()).await?;
+        self.steps(tx, &staged.apply, CopyExtras::default()).await?;
+        self.steps(
+            tx,
+            std::slice::from_ref(&k.drop_keys),
+            CopyExtras::default(),
+        )
+        .await?;
+        Ok((
+            rows,
+            LoadPath::Staged {
+                dedupe_skipped: false,
+            },
+        ))
+    }
+
+    /// [`DirectIntoEmpty`]: takes the table lock and, when the table is empty, COPYs the
+    /// files straight into it while watching the keys.
+    async fn direct_into_empty(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        d: &DirectIntoEmpty,
+    ) -> Result<Direct> {
+        let table = &self.m.table;
+        self.steps(tx, std::slice::from_ref(&d.lock), CopyExtras::default())
+            .await?;
+        let empty: bool = sqlx::query_scalar(AssertSqlSafe(d.empty_check.clone()))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db(table, d.empty_check.clone()))?;
+        if !empty {
+            return Ok(Direct::NotEmpty);
+        }
+        exec_sql(tx, table, &d.savepoint.set_sql()).await?;
+        let extras = CopyExtras {
+            keys: Some(self.tracker()),
+            ..CopyExtras::default()
+        };
+        match self.steps(tx, &d.copy, extras).await {
+            Ok((rows, _, extras))
+                if extras
+                    .keys
+                    .as_ref()
+                    .is_some_and(|k| k.state() == KeyState::Unique) =>
+            {
+                exec_sql(tx, table, &d.savepoint.release_sql()).await?;
+                Ok(Direct::Loaded(rows))
+            }
+            // Keys repeat (or too many to tell).
+            Ok(_) => {
+                exec_sql(tx, table, &d.savepoint.rollback_sql()).await?;
+                Ok(Direct::KeysRepeat)
+            }
+            // Keys equal as values though not as text (e.g. `1`, `01`).
+            Err(e) if is_unique_violation(&e) => {
+                exec_sql(tx, table, &d.savepoint.rollback_sql()).await?;
+                Ok(Direct::KeysRepeat)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs steps; returns the rows of each COPY step, the rows COPYed from the spool, and
+    /// the extras after they saw every COPY step's records.
+    async fn steps(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        steps: &[Step],
+        mut extras: CopyExtras,
+    ) -> Result<(FileRows, u64, CopyExtras)> {
+        let m = self.m;
+        let mut rows = Vec::new();
+        let mut spooled_rows = 0;
+        for step in steps {
+            let started = Instant::now();
+            match step {
+                Step::Execute(sql) => exec_sql(tx, &m.table, sql).await?,
+                Step::CopyFromStdin { sql, file, fields } => {
+                    let rf = self.plan.read_format.as_ref().ok_or_else(|| Error::Plan {
+                        table: m.table.plain(),
+                        message: "COPY FROM STDIN without a read format".into(),
+                    })?;
+                    extras.fields = fields.clone();
+                    let target = CopyTarget {
+                        table: &m.table,
+                        sql,
+                        columns: &m.columns,
+                        format: rf,
+                    };
+                    let (n, x) = copy_records(tx, &target, self.store, file, extras).await?;
+                    extras = x;
+                    rows.push((file.clone(), Some(n as i64)));
+                }
+                Step::CopyFromSpool { sql } => {
+                    let spool = extras.spool.as_mut().ok_or_else(|| Error::Plan {
+                        table: m.table.plain(),
+                        message: "COPY from a spool that was not written".into(),
+                    })?;
+                    spooled_rows += copy_spool(tx, &m.table, sql, spool).await?;
+                }
+                Step::InsertRows { .. } => {
+                    return Err(Error::Plan {
+                        table: m.table.plain(),
+                        message: "insert steps need SQLite".into(),
+                    });
+                }
+            }
+            tracing::debug!(table = %m.table.plain(), step = %step, elapsed = ?started.elapsed(), "plan step done");
+        }
+        Ok((rows, spooled_rows, extras))
+    }
 }
 
 /// Executes one statement.
-async fn exec_sql(tx: &mut sqlx::PgConnection, sql: &str) -> Result<()> {
+async fn exec_sql(tx: &mut sqlx::PgConnection, table: &TableName, sql: &str) -> Result<()> {
     sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
         .execute(&mut *tx)
         .await
-        .map_err(Loader::db(sql.to_string()))?;
+        .map_err(db(table, sql))?;
     Ok(())
 }
 
@@ -775,70 +812,8 @@ fn is_unique_violation(e: &Error) -> bool {
         if db.code().as_deref() == Some("23505"))
 }
 
-/// Runs [`plan_empty_target`]'s steps: takes the table lock and, when the table is empty,
-/// COPYs the files straight into it while watching the keys. Returns the rows per file, or
-/// `None` (with everything undone back to the savepoint) when the table holds rows, a key
-/// repeats within the batch, the key tracker gave up, or a unique index refused a row: the
-/// caller then runs the full plan (with its dedupe step, `values_repeat` set, unless the
-/// table held rows).
-async fn load_empty_target(
-    tx: &mut sqlx::PgConnection,
-    steps: &[Step],
-    plan: &Plan,
-    m: &crate::manifest::Manifest,
-    store: &Store,
-    key_idx: &[usize],
-    values_repeat: &mut bool,
-) -> Result<Option<Vec<(DataFile, Option<i64>)>>> {
-    let Some((lock_and_savepoint, copies)) = steps.split_at_checked(2) else {
-        return Ok(None);
-    };
-    let (lock, savepoint) = (&lock_and_savepoint[..1], &lock_and_savepoint[1..]);
-    run_pg_steps(&mut *tx, lock, plan, m, store, CopyExtras::default()).await?;
-    let q = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", m.table);
-    let empty: bool = sqlx::query_scalar(AssertSqlSafe(q.clone()))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(Loader::db(q))?;
-    if !empty {
-        return Ok(None);
-    }
-    run_pg_steps(&mut *tx, savepoint, plan, m, store, CopyExtras::default()).await?;
-    let extras = CopyExtras {
-        fields: None,
-        keys: Some(KeyTracker::new(key_idx.to_vec(), MAX_TRACKED_KEYS)),
-        spool: None,
-    };
-    let rollback = format!("ROLLBACK TO SAVEPOINT {DIRECT_SAVEPOINT}");
-    match run_pg_steps(&mut *tx, copies, plan, m, store, extras).await {
-        Ok((rows, _, extras))
-            if extras
-                .keys
-                .as_ref()
-                .is_some_and(|k| k.state() == KeyState::Unique) =>
-        {
-            exec_sql(tx, &format!("RELEASE SAVEPOINT {DIRECT_SAVEPOINT}")).await?;
-            Ok(Some(rows))
-        }
-        Ok(_) => {
-            // Keys repeat (or too many to tell): the full plan's stage and dedupe, without
-            // reading the files once more to stage only the keys.
-            exec_sql(tx, &rollback).await?;
-            *values_repeat = true;
-            Ok(None)
-        }
-        Err(e) if is_unique_violation(&e) => {
-            // Keys equal as values though not as text (e.g. `1`, `01`).
-            exec_sql(tx, &rollback).await?;
-            *values_repeat = true;
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Whether a PostgreSQL index on `table` leads with exactly the key columns (any order).
-pub async fn key_indexed(
+pub(crate) async fn key_indexed(
     conn: &mut sqlx::PgConnection,
     table: &TableName,
     pk: &[Ident],
@@ -857,13 +832,13 @@ pub async fn key_indexed(
         .bind(names.len() as i32)
         .fetch_one(conn)
         .await
-        .map_err(Loader::db("look up an index on the key columns"))
+        .map_err(db(table, "look up an index on the key columns"))
 }
 
 /// Whether the key is one column that leads a plain btree index on `table` (no predicate,
 /// the column's default operator class and collation): its least and greatest values are
 /// then one index probe each (see [`TargetFacts::key_range`]).
-pub async fn key_range(
+pub(crate) async fn key_range(
     conn: &mut sqlx::PgConnection,
     table: &TableName,
     pk: &[Ident],
@@ -884,24 +859,82 @@ pub async fn key_range(
         .bind(k.as_str())
         .fetch_one(conn)
         .await
-        .map_err(Loader::db("look up a btree index on the key column"))
+        .map_err(db(table, "look up a btree index on the key column"))
 }
 
-/// Streams one file into `COPY ... FROM STDIN` (`sql`, e.g. `COPY t (a, b) FROM STDIN`) and
-/// returns the rows copied: a task reads, decompresses and shapes records into 1 MiB chunks
-/// (bounded channel), this task sends them. A bad record aborts the COPY with an error naming
-/// the file and record. The loader uses it for each staging step; benches use it alone.
+/// PostgreSQL: streams one data file, read and shaped as `manifest`'s options say, straight
+/// into its table with `COPY table (columns) FROM STDIN`, in the caller's connection or
+/// transaction, and returns the rows copied. No staging, no dedupe, no load history: the
+/// loader's COPY path alone (it is what [`Loader::load`] runs per file), for callers that
+/// manage the table themselves.
+///
+/// # Errors
+/// [`Error::ManifestUnsupported`] for options PostgreSQL cannot honour; [`Error::Data`]
+/// naming the file and record for a record that cannot be shaped (the COPY is aborted);
+/// [`Error::Database`] naming the table and file; [`Error::Store`] naming the key.
 pub async fn copy_file(
-    tx: &mut sqlx::PgConnection,
-    sql: &str,
+    conn: &mut sqlx::PgConnection,
+    manifest: &Manifest,
     store: &Store,
     file: &DataFile,
-    rf: &ReadFormat,
-    columns: &[Ident],
+) -> Result<u64> {
+    let (format, _) =
+        ReadFormat::from_options(&manifest.options, manifest.data_format).map_err(|message| {
+            Error::ManifestUnsupported {
+                manifest: manifest.file.clone(),
+                key: ":options".into(),
+                table: manifest.table.plain(),
+                message,
+            }
+        })?;
+    let cols = manifest
+        .columns
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("COPY {} ({cols}) FROM STDIN", manifest.table);
+    let target = CopyTarget {
+        table: &manifest.table,
+        sql: &sql,
+        columns: &manifest.columns,
+        format: &format,
+    };
+    let (n, _) = copy_records(conn, &target, store, file, CopyExtras::default()).await?;
+    Ok(n)
+}
+
+/// Where [`copy_records`] sends a file's records.
+struct CopyTarget<'a> {
+    /// The table loaded (for errors).
+    table: &'a TableName,
+    /// The `COPY ... FROM STDIN` statement.
+    sql: &'a str,
+    /// The manifest's columns (the fields of each record).
+    columns: &'a [Ident],
+    /// How the file is read.
+    format: &'a ReadFormat,
+}
+
+/// Streams one file into `COPY ... FROM STDIN` and returns the rows copied: a task reads,
+/// decompresses and shapes records into 1 MiB chunks (bounded channel), this task sends
+/// them. A bad record aborts the COPY with an error naming the file and record.
+async fn copy_records(
+    tx: &mut sqlx::PgConnection,
+    target: &CopyTarget<'_>,
+    store: &Store,
+    file: &DataFile,
     extras: CopyExtras,
 ) -> Result<(u64, CopyExtras)> {
+    let sql = target.sql;
+    let db_err = |source| Error::Database {
+        table: target.table.plain(),
+        file: Some(file.key.clone()),
+        context: sql.to_string(),
+        source,
+    };
     let reader = store.reader(&file.key).await?;
-    let mut rr = RecordReader::new(reader, rf, columns, &file.key);
+    let mut rr = RecordReader::new(reader, target.format, target.columns, &file.key);
     let (chunks, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     // The spool is an unnamed temporary file: name the data file it was being written for.
     let spool_path = std::path::PathBuf::from(format!("local spool of {}", file.key));
@@ -956,10 +989,7 @@ pub async fn copy_file(
             spool,
         })
     });
-    let mut copy = tx
-        .copy_in_raw(sql)
-        .await
-        .map_err(Loader::db(sql.to_string()))?;
+    let mut copy = tx.copy_in_raw(sql).await.map_err(db_err)?;
     let mut send_err = None;
     while let Some(chunk) = rx.recv().await {
         if let Err(e) = copy.send(chunk).await {
@@ -981,21 +1011,16 @@ pub async fn copy_file(
         }
     };
     if let Some(e) = send_err {
-        return Err(Error::Database {
-            context: format!("{sql} <- {}", file.key),
-            source: e,
-        });
+        return Err(db_err(e));
     }
-    let n = copy.finish().await.map_err(|e| Error::Database {
-        context: format!("{sql} <- {}", file.key),
-        source: e,
-    })?;
+    let n = copy.finish().await.map_err(db_err)?;
     Ok((n, extras))
 }
 
-/// Streams a spool file (PostgreSQL COPY text, written by [`copy_file`]) into `sql`.
+/// Streams a spool file (PostgreSQL COPY text, written by [`copy_records`]) into `sql`.
 async fn copy_spool(
     tx: &mut sqlx::PgConnection,
+    table: &TableName,
     sql: &str,
     spool: &mut tokio::fs::File,
 ) -> Result<u64> {
@@ -1006,38 +1031,34 @@ async fn copy_spool(
     };
     spool.flush().await.map_err(io)?;
     spool.seek(std::io::SeekFrom::Start(0)).await.map_err(io)?;
-    let mut copy = tx
-        .copy_in_raw(sql)
-        .await
-        .map_err(Loader::db(sql.to_string()))?;
+    let mut copy = tx.copy_in_raw(sql).await.map_err(db(table, sql))?;
     let mut buf = vec![0u8; COPY_CHUNK];
     loop {
         let n = spool.read(&mut buf).await.map_err(io)?;
         if n == 0 {
             break;
         }
-        copy.send(&buf[..n])
-            .await
-            .map_err(Loader::db(sql.to_string()))?;
+        copy.send(&buf[..n]).await.map_err(db(table, sql))?;
     }
-    copy.finish().await.map_err(Loader::db(sql.to_string()))
+    copy.finish().await.map_err(db(table, sql))
 }
 
-/// What [`copy_file`] does besides sending records: send only some fields, watch keys for
-/// repeats, spool the full shaped records to a local file. Handed back after each file.
+/// What [`copy_records`] does besides sending records: send only some fields, watch keys
+/// for repeats, spool the full shaped records to a local file. Handed back after each file.
 #[derive(Debug, Default)]
-pub struct CopyExtras {
+struct CopyExtras {
     /// Send only these fields (positions in the manifest's columns); `None`: all.
-    pub fields: Option<Vec<usize>>,
+    fields: Option<Vec<usize>>,
     /// Watches keys for repeats.
-    pub keys: Option<KeyTracker>,
+    keys: Option<KeyTracker>,
     /// Receives every full record in COPY text format.
-    pub spool: Option<tokio::fs::File>,
+    spool: Option<tokio::fs::File>,
 }
 
 /// Inserts one file's records into the SQLite stage with batched multi-row prepared inserts.
 async fn insert_file(
     tx: &mut sqlx::SqliteConnection,
+    target: &TableName,
     table: &str,
     columns: &[Ident],
     store: &Store,
@@ -1100,9 +1121,10 @@ async fn insert_file(
                 q = q.bind(v);
             }
             q.execute(&mut *tx).await.map_err(|e| Error::Database {
+                table: target.plain(),
+                file: Some(file.key.clone()),
                 context: format!(
-                    "insert into {table} <- {} (records before line {})",
-                    file.key,
+                    "insert into {table} (records before line {})",
                     rr.line_number()
                 ),
                 source: e,
@@ -1115,5 +1137,74 @@ async fn insert_file(
         if end {
             return Ok(total);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pg(test: &str) -> Option<sqlx::PgConnection> {
+        let url = test_services::service_url(test_services::POSTGRES, test)?;
+        Some(sqlx::PgConnection::connect(&url).await.unwrap())
+    }
+
+    async fn exec(c: &mut sqlx::PgConnection, sql: &str) {
+        sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+            .execute(c)
+            .await
+            .unwrap();
+    }
+
+    fn id(s: &str) -> Ident {
+        Ident::new(s).unwrap()
+    }
+
+    fn tn(s: &str) -> TableName {
+        TableName::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn key_index_detection() {
+        let Some(mut c) = pg("key_index_detection").await else {
+            return;
+        };
+        let t = test_services::unique_name("rsu_idx_");
+        let u = test_services::unique_name("rsu_noidx_");
+        exec(&mut c, &format!("CREATE TABLE {t} (id BIGINT PRIMARY KEY, v TEXT); CREATE TABLE {u} (a INT, b INT, v TEXT); CREATE INDEX ON {u} (b, a)")).await;
+        assert!(key_indexed(&mut c, &tn(&t), &[id("id")]).await.unwrap());
+        assert!(!key_indexed(&mut c, &tn(&t), &[id("v")]).await.unwrap());
+        assert!(!key_indexed(&mut c, &tn(&t), &[]).await.unwrap());
+        assert!(
+            key_indexed(&mut c, &tn(&u), &[id("a"), id("b")])
+                .await
+                .unwrap()
+        );
+        assert!(!key_indexed(&mut c, &tn(&u), &[id("a")]).await.unwrap());
+        assert!(
+            !key_indexed(&mut c, &tn("rsu_no_such_table"), &[id("a")])
+                .await
+                .unwrap()
+        );
+        exec(&mut c, &format!("DROP TABLE {t}; DROP TABLE {u}")).await;
+    }
+
+    #[tokio::test]
+    async fn key_range_detection() {
+        let Some(mut c) = pg("key_range_detection").await else {
+            return;
+        };
+        let t = test_services::unique_name("rsu_rng_");
+        let u = test_services::unique_name("rsu_hash_");
+        exec(&mut c, &format!("CREATE TABLE {t} (id BIGINT PRIMARY KEY, v TEXT); CREATE TABLE {u} (id BIGINT, v TEXT); CREATE INDEX ON {u} USING hash (id)")).await;
+        assert!(key_range(&mut c, &tn(&t), &[id("id")]).await.unwrap());
+        assert!(!key_range(&mut c, &tn(&t), &[id("v")]).await.unwrap());
+        assert!(
+            !key_range(&mut c, &tn(&t), &[id("id"), id("v")])
+                .await
+                .unwrap()
+        );
+        assert!(!key_range(&mut c, &tn(&u), &[id("id")]).await.unwrap());
+        exec(&mut c, &format!("DROP TABLE {t}; DROP TABLE {u}")).await;
     }
 }

@@ -14,7 +14,7 @@ use crate::options::{CopyOption, DataFormat};
 pub const MANIFEST_NAMES: [&str; 3] = ["manifest.edn", "manifest.toml", "manifest.json"];
 
 /// The keys a manifest may have.
-pub const KEYS: [&str; 10] = [
+pub(crate) const KEYS: [&str; 10] = [
     "table",
     "pk-columns",
     "columns",
@@ -71,6 +71,12 @@ impl Ident {
                 "{s:?} is not an identifier: allowed are 1-127 ASCII letters, digits, '_' and '$', not starting with a digit"
             ))
         }
+    }
+
+    /// An identifier known to be valid (a constant of this crate).
+    pub(crate) fn known(s: &'static str) -> Ident {
+        debug_assert!(Ident::new(s).is_ok(), "{s}");
+        Ident(s.to_ascii_lowercase())
     }
 
     /// The name, lower case, unquoted.
@@ -156,6 +162,8 @@ pub enum StagingSelect {
 /// A validated manifest.
 #[derive(Debug, Clone)]
 pub struct Manifest {
+    /// Where it was read from (its object key or path), as errors name it.
+    pub file: String,
     /// Target table.
     pub table: TableName,
     /// Key columns (a subset of `columns`).
@@ -179,7 +187,7 @@ pub struct Manifest {
 }
 
 /// The placeholder replaced by the staging table in `:staging-select`.
-pub const TABLE_PLACEHOLDER: &str = "{{table}}";
+pub(crate) const TABLE_PLACEHOLDER: &str = "{{table}}";
 
 struct Ctx<'a> {
     file: &'a str,
@@ -257,7 +265,7 @@ impl Manifest {
     }
 
     /// Validates a manifest already read into a JSON-like value (keys without `:`).
-    pub fn from_value(value: &Value, format: ManifestFormat, file: &str) -> Result<Manifest> {
+    fn from_value(value: &Value, format: ManifestFormat, file: &str) -> Result<Manifest> {
         let cx = Ctx { file, format };
         let Value::Object(map) = value else {
             return Err(Error::ManifestSyntax {
@@ -387,6 +395,7 @@ impl Manifest {
             return Err(cx.err("data-format", message));
         }
         Ok(Manifest {
+            file: file.to_string(),
             table,
             pk_columns,
             columns,

@@ -65,7 +65,7 @@ pub enum CopyOption {
 }
 
 /// The option names accepted in manifests, for error messages.
-pub const ALLOWED: &str = "DELIMITER, CSV [QUOTE AS], JSON, GZIP, ZSTD, BZIP2, IGNOREHEADER, \
+pub(crate) const ALLOWED: &str = "DELIMITER, CSV [QUOTE AS], JSON, GZIP, ZSTD, BZIP2, IGNOREHEADER, \
 TIMEFORMAT, DATEFORMAT, NULL AS, MAXERROR, BLANKSASNULL, EMPTYASNULL, ACCEPTINVCHARS, \
 TRUNCATECOLUMNS, ESCAPE, TRIMBLANKS, REMOVEQUOTES, FILLRECORD, ROUNDEC, ACCEPTANYDATE, \
 EXPLICIT_IDS, COMPUPDATE, STATUPDATE, REGION, ENCODING";
@@ -187,7 +187,7 @@ impl Toks {
 impl CopyOption {
     /// Parses one option string (case-insensitive keywords), refusing anything outside the
     /// allow-list ([`ALLOWED`]) or with trailing text. The error message says what is allowed.
-    pub fn parse(s: &str) -> Result<CopyOption, String> {
+    pub(crate) fn parse(s: &str) -> Result<CopyOption, String> {
         let mut t = Toks {
             t: tokenize(s)?,
             i: 0,
@@ -361,7 +361,7 @@ pub(crate) fn decode_single_char(l: &str) -> Result<u8, String> {
 
 /// Compression of data files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
+pub(crate) enum Compression {
     /// Plain.
     None,
     /// gzip.
@@ -372,7 +372,7 @@ pub enum Compression {
 
 /// How records are laid out in data files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
+pub(crate) enum Layout {
     /// Delimited text (Redshift's default, `|`-delimited).
     Text {
         /// Field delimiter.
@@ -398,25 +398,25 @@ pub enum Layout {
 
 /// The data format of a manifest's files as the PostgreSQL and SQLite loaders read them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadFormat {
+pub(crate) struct ReadFormat {
     /// Record layout.
-    pub layout: Layout,
+    pub(crate) layout: Layout,
     /// Compression.
-    pub compression: Compression,
+    pub(crate) compression: Compression,
     /// Lines skipped at the start of each file.
-    pub ignore_header: u64,
+    pub(crate) ignore_header: u64,
     /// A field equal to this (before unescaping) is NULL (text default `\N`).
-    pub null_as: Option<Vec<u8>>,
+    pub(crate) null_as: Option<Vec<u8>>,
     /// Fields of only blanks are NULL.
-    pub blanks_as_null: bool,
+    pub(crate) blanks_as_null: bool,
     /// Empty fields are NULL.
-    pub empty_as_null: bool,
+    pub(crate) empty_as_null: bool,
     /// Trailing blanks are removed.
-    pub trim_blanks: bool,
+    pub(crate) trim_blanks: bool,
     /// Missing trailing fields are NULL.
-    pub fill_record: bool,
+    pub(crate) fill_record: bool,
     /// Replacement character for invalid UTF-8, when `ACCEPTINVCHARS`.
-    pub accept_inv_chars: Option<char>,
+    pub(crate) accept_inv_chars: Option<char>,
 }
 
 /// The `:data-format` manifest key: the data format for non-Redshift loaders.
@@ -432,7 +432,7 @@ impl ReadFormat {
     /// Works out how to read files with these options. Options that do not change the data
     /// in PostgreSQL/SQLite are returned as notes (to log); options that would change the
     /// data's meaning but cannot be honoured are errors naming the option.
-    pub fn from_options(
+    pub(crate) fn from_options(
         options: &[CopyOption],
         data_format: Option<DataFormat>,
     ) -> Result<(ReadFormat, Vec<String>), String> {

@@ -11,13 +11,13 @@ use crate::manifest::Ident;
 use crate::options::{Compression, Layout, ReadFormat};
 
 /// The longest record accepted (bytes, including continuation lines).
-pub const MAX_RECORD: usize = 16 << 20;
+pub(crate) const MAX_RECORD: usize = 16 << 20;
 
 /// A boxed buffered reader.
-pub type BoxBufRead = Pin<Box<dyn AsyncBufRead + Send>>;
+pub(crate) type BoxBufRead = Pin<Box<dyn AsyncBufRead + Send>>;
 
 /// Wraps a raw byte reader with the decompressor the format asks for.
-pub fn decompress(r: BoxBufRead, c: Compression) -> BoxBufRead {
+pub(crate) fn decompress(r: BoxBufRead, c: Compression) -> BoxBufRead {
     use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
     match c {
         Compression::None => r,
@@ -36,22 +36,14 @@ pub fn decompress(r: BoxBufRead, c: Compression) -> BoxBufRead {
 
 /// One record: fields in column order, `None` for NULL.
 #[derive(Debug, Clone, Copy)]
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     data: &'a [u8],
     fields: &'a [Option<(usize, usize)>],
 }
 
 impl<'a> Record<'a> {
-    /// Number of fields.
-    pub fn len(&self) -> usize {
-        self.fields.len()
-    }
-    /// Whether there are no fields.
-    pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
     /// Field `i` (`None`: NULL or out of range).
-    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+    pub(crate) fn get(&self, i: usize) -> Option<&'a [u8]> {
         self.fields
             .get(i)
             .copied()
@@ -59,13 +51,13 @@ impl<'a> Record<'a> {
             .map(|(s, e)| &self.data[s..e])
     }
     /// The fields in order.
-    pub fn iter(&self) -> impl Iterator<Item = Option<&'a [u8]>> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Option<&'a [u8]>> + '_ {
         (0..self.fields.len()).map(|i| self.get(i))
     }
 }
 
 /// Reads records from one data file.
-pub struct RecordReader {
+pub(crate) struct RecordReader {
     r: BoxBufRead,
     fmt: ReadFormat,
     columns: Vec<String>,
@@ -80,7 +72,12 @@ pub struct RecordReader {
 impl RecordReader {
     /// A reader for `file` (its key, for errors) with `columns` expected per record. `r` is the
     /// raw (still compressed) content.
-    pub fn new(r: BoxBufRead, fmt: &ReadFormat, columns: &[Ident], file: &str) -> RecordReader {
+    pub(crate) fn new(
+        r: BoxBufRead,
+        fmt: &ReadFormat,
+        columns: &[Ident],
+        file: &str,
+    ) -> RecordReader {
         RecordReader {
             r: decompress(r, fmt.compression),
             fmt: fmt.clone(),
@@ -94,7 +91,7 @@ impl RecordReader {
     }
 
     /// The 1-based line number where the last record ended.
-    pub fn line_number(&self) -> u64 {
+    pub(crate) fn line_number(&self) -> u64 {
         self.lines
     }
 
@@ -162,7 +159,7 @@ impl RecordReader {
     }
 
     /// The next record, or `None` at the end of the file.
-    pub async fn next(&mut self) -> Result<Option<Record<'_>>> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Record<'_>>> {
         loop {
             self.line.clear();
             if !self.read_line().await? {
@@ -378,7 +375,7 @@ impl RecordReader {
 /// collision reports a duplicate, the safe answer). At most `cap` keys are remembered; past
 /// that the answer is "unknown" (treated as "may repeat").
 #[derive(Debug, Clone)]
-pub struct KeyTracker {
+pub(crate) struct KeyTracker {
     key_idx: Vec<usize>,
     seen: std::collections::HashSet<u64, std::hash::BuildHasherDefault<IdHasher>>,
     cap: usize,
@@ -387,7 +384,7 @@ pub struct KeyTracker {
 
 /// What a [`KeyTracker`] knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyState {
+pub(crate) enum KeyState {
     /// No key seen twice so far.
     Unique,
     /// Some key (or its hash) was seen twice.
@@ -398,7 +395,7 @@ pub enum KeyState {
 
 /// Hasher for keys that are already hashes.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -416,7 +413,7 @@ impl std::hash::Hasher for IdHasher {
 
 impl KeyTracker {
     /// Tracks the fields at `key_idx` (the key columns' positions), remembering up to `cap` keys.
-    pub fn new(key_idx: Vec<usize>, cap: usize) -> KeyTracker {
+    pub(crate) fn new(key_idx: Vec<usize>, cap: usize) -> KeyTracker {
         KeyTracker {
             key_idx,
             seen: Default::default(),
@@ -426,7 +423,7 @@ impl KeyTracker {
     }
 
     /// Looks at one record.
-    pub fn observe(&mut self, rec: &Record<'_>) {
+    pub(crate) fn observe(&mut self, rec: &Record<'_>) {
         use std::hash::{Hash, Hasher};
         if self.state != KeyState::Unique {
             return;
@@ -445,18 +442,18 @@ impl KeyTracker {
     }
 
     /// The state so far.
-    pub fn state(&self) -> KeyState {
+    pub(crate) fn state(&self) -> KeyState {
         self.state
     }
 }
 
 /// Appends a record in PostgreSQL's COPY text format (tab-separated, `\N` for NULL).
-pub fn encode_pg_text(rec: &Record<'_>, out: &mut Vec<u8>) {
+pub(crate) fn encode_pg_text(rec: &Record<'_>, out: &mut Vec<u8>) {
     encode_fields(rec.iter(), out);
 }
 
 /// Appends only the fields at `idx` (in that order) in PostgreSQL's COPY text format.
-pub fn encode_pg_text_fields(rec: &Record<'_>, idx: &[usize], out: &mut Vec<u8>) {
+pub(crate) fn encode_pg_text_fields(rec: &Record<'_>, idx: &[usize], out: &mut Vec<u8>) {
     encode_fields(idx.iter().map(|&i| rec.get(i)), out);
 }
 

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::records::BoxBufRead;
 
 /// The most objects one listing may return (bounds memory per poll).
-pub const MAX_LISTED: usize = 1_000_000;
+pub(crate) const MAX_LISTED: usize = 1_000_000;
 
 /// An opened store and the prefix being watched.
 #[derive(Debug, Clone)]
@@ -54,7 +54,8 @@ impl Store {
         }
     }
 
-    /// Every object under the watched prefix (at most [`MAX_LISTED`]).
+    /// Every object under the watched prefix: at most a million ([`Error::TooManyObjects`]
+    /// beyond, which bounds memory per poll).
     pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
         let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
         let mut s = self.inner.list(prefix.as_ref());
@@ -90,7 +91,7 @@ impl Store {
     }
 
     /// Opens an object as a buffered byte stream.
-    pub async fn reader(&self, key: &str) -> Result<BoxBufRead> {
+    pub(crate) async fn reader(&self, key: &str) -> Result<BoxBufRead> {
         let r = self
             .inner
             .get(&Path::from(key))

@@ -159,7 +159,7 @@ pub fn redact(s: &str) -> String {
 
 /// A connection pool to one warehouse.
 #[derive(Debug, Clone)]
-pub enum Pool {
+pub(crate) enum Pool {
     /// PostgreSQL or Redshift.
     Pg(PgPool),
     /// SQLite.
@@ -168,7 +168,7 @@ pub enum Pool {
 
 /// Opens a pool (lazily connecting) for a warehouse. Redshift connections do not set
 /// `extra_float_digits`, which Redshift refuses.
-pub fn connect(url: &WarehouseUrl, max_connections: u32) -> Result<Pool> {
+pub(crate) fn connect(url: &WarehouseUrl, max_connections: u32) -> Result<Pool> {
     let werr = |m: String| Error::Warehouse {
         url: url.redacted(),
         message: m,

@@ -1,5 +1,12 @@
-use redshift_upsert::manifest::{Manifest, ManifestFormat};
-use redshift_upsert::plan::{DataFile, Dialect, RedshiftTarget, plan};
+use redshift_upsert::{
+    DataFile, Dialect, DirectIntoEmpty, FastPaths, KeysFirst, LoadStrategy, Manifest,
+    ManifestFormat, Plan, RedshiftTarget, Step, TargetFacts, plan, plan_with,
+};
+
+/// The statements of one phase, as text.
+fn statements(steps: &[Step]) -> Vec<String> {
+    steps.iter().map(Step::to_string).collect()
+}
 
 fn m(extra: &str) -> Manifest {
     Manifest::parse(
@@ -46,6 +53,9 @@ const PG_HEAD: [&str; 5] = [
     r#"COPY "blueshift_stage" ("foo", "bar") FROM STDIN /* <- in/a.tsv */"#,
     r#"COPY "blueshift_stage" ("foo", "bar") FROM STDIN /* <- in/b.tsv */"#,
 ];
+/// The advisory lock key of table `testing` is pinned: loaders of different versions must
+/// agree on it to serialise their loads.
+const PG_LOCK: &str = "SELECT pg_advisory_xact_lock(8094750221010672534)";
 const PG_LATEST: &str = r#"(SELECT DISTINCT ON ("foo") "foo", "bar" FROM "blueshift_stage" ORDER BY "foo", "blueshift_seq" DESC) AS "blueshift_latest""#;
 
 fn stmts(extra: &str, d: Dialect) -> Vec<String> {
@@ -138,12 +148,8 @@ fn redshift_append_replace_and_dedupe_golden() {
 
 #[test]
 fn postgres_golden() {
-    let lock = format!(
-        "SELECT pg_advisory_xact_lock({})",
-        redshift_upsert::plan::advisory_lock_key(&m("").table)
-    );
     let tail = |v: &[String]| {
-        let mut out: Vec<String> = vec![lock.clone()];
+        let mut out: Vec<String> = vec![PG_LOCK.to_string()];
         out.extend(PG_HEAD.iter().map(|s| s.to_string()));
         out.push(r#"LOCK TABLE "testing" IN SHARE ROW EXCLUSIVE MODE"#.into());
         out.extend(v.iter().cloned());
@@ -316,14 +322,20 @@ fn sqlparser_gaps_are_still_gaps() {
 
 #[test]
 fn postgres_probes_the_key_index_when_there_is_one() {
-    use redshift_upsert::plan::{TargetFacts, plan_with};
     let facts = TargetFacts {
         key_indexed: true,
         ..TargetFacts::default()
     };
-    let p = plan_with(&m(""), &files(), Dialect::Postgres, None, &facts)
-        .unwrap()
-        .statements();
+    let p = plan_with(
+        &m(""),
+        &files(),
+        Dialect::Postgres,
+        None,
+        &facts,
+        FastPaths::ALL,
+    )
+    .unwrap()
+    .statements();
     let i = p.iter().position(|s| s.starts_with("DELETE FROM")).unwrap();
     assert_eq!(
         p[i - 2..i],
@@ -341,87 +353,144 @@ fn postgres_probes_the_key_index_when_there_is_one() {
     );
     // Other dialects ignore the fact.
     assert_eq!(
-        plan_with(&m(""), &files(), Dialect::Sqlite, None, &facts).unwrap(),
+        plan_with(
+            &m(""),
+            &files(),
+            Dialect::Sqlite,
+            None,
+            &facts,
+            FastPaths::ALL
+        )
+        .unwrap(),
         plan(&m(""), &files(), Dialect::Sqlite, None).unwrap()
     );
 }
 
 #[test]
-fn postgres_skips_the_latest_row_step_when_the_loader_saw_unique_keys() {
-    use redshift_upsert::plan::{TargetFacts, plan_with};
-    let facts = TargetFacts {
-        batch_keys_unique: true,
-        ..TargetFacts::default()
-    };
-    let p = plan_with(&m(""), &files(), Dialect::Postgres, None, &facts)
-        .unwrap()
-        .statements();
-    assert!(
-        p.contains(
-            &r#"INSERT INTO "testing" ("foo", "bar") SELECT "foo", "bar" FROM "blueshift_stage""#
-                .to_string()
-        ),
-        "{p:?}"
+fn postgres_offers_to_skip_the_latest_row_step_when_keys_are_unique() {
+    let p = plan(&m(""), &files(), Dialect::Postgres, None).unwrap();
+    // The dedupe is in `apply`; `apply_keys_unique` is the same without it.
+    assert_eq!(
+        statements(&p.staged.apply),
+        vec![
+            r#"LOCK TABLE "testing" IN SHARE ROW EXCLUSIVE MODE"#.to_string(),
+            r#"DELETE FROM "testing" USING "blueshift_stage" WHERE "testing"."foo" = "blueshift_stage"."foo""#.into(),
+            format!(r#"INSERT INTO "testing" ("foo", "bar") SELECT "foo", "bar" FROM {PG_LATEST}"#),
+            r#"DROP TABLE "blueshift_stage""#.into(),
+        ]
     );
-    assert!(!p.iter().any(|s| s.contains("DISTINCT ON")));
-    // The staging prefix is the same as without the fact (the loader switches plans after it).
-    let q = plan(&m(""), &files(), Dialect::Postgres, None)
-        .unwrap()
-        .statements();
-    assert_eq!(p[..6], q[..6]);
-    // Redshift never sees the data: the fact does not apply.
-    let r = plan_with(
+    assert_eq!(
+        statements(p.staged.apply_keys_unique.as_ref().unwrap()),
+        vec![
+            r#"LOCK TABLE "testing" IN SHARE ROW EXCLUSIVE MODE"#,
+            r#"DELETE FROM "testing" USING "blueshift_stage" WHERE "testing"."foo" = "blueshift_stage"."foo""#,
+            r#"INSERT INTO "testing" ("foo", "bar") SELECT "foo", "bar" FROM "blueshift_stage""#,
+            r#"DROP TABLE "blueshift_stage""#,
+        ]
+    );
+    // The phases the loader runs in order: prelude, stage, then one of the two.
+    assert_eq!(statements(&p.staged.prelude), vec![PG_LOCK, PG_HEAD[0]]);
+    assert_eq!(statements(&p.staged.stage), PG_HEAD[1..]);
+    // With a staging-select the latest rows are a table of their own, and skipped the same.
+    let sel = plan(
+        &m(":staging-select \"SELECT foo, max(bar) FROM {{table}} GROUP BY foo\""),
+        &files(),
+        Dialect::Postgres,
+        None,
+    )
+    .unwrap();
+    let unique = statements(sel.staged.apply_keys_unique.as_ref().unwrap());
+    assert!(
+        !unique.iter().any(|s| s.contains("blueshift_latest")),
+        "{unique:?}"
+    );
+    assert!(unique.contains(&r#"INSERT INTO "testing" ("foo", "bar") SELECT foo, max(bar) FROM "blueshift_stage" GROUP BY foo"#.to_string()));
+    // Off when asked, and for dialects whose loader never sees the data.
+    let off = FastPaths {
+        skip_unique_dedupe: false,
+        ..FastPaths::ALL
+    };
+    let p_off = plan_with(
+        &m(""),
+        &files(),
+        Dialect::Postgres,
+        None,
+        &TargetFacts::default(),
+        off,
+    )
+    .unwrap();
+    assert_eq!(p_off.staged.apply_keys_unique, None);
+    assert_eq!(p_off.staged.apply, p.staged.apply);
+    let r = plan(
         &m(":dedupe-order-column \"bar\""),
         &files(),
         Dialect::Redshift,
         Some(&rs()),
-        &facts,
     )
     .unwrap();
+    assert_eq!(r.staged.apply_keys_unique, None);
     assert!(r.statements().iter().any(|s| s.contains("ROW_NUMBER()")));
+    assert_eq!(
+        plan(&m(""), &files(), Dialect::Sqlite, None)
+            .unwrap()
+            .staged
+            .apply_keys_unique,
+        None
+    );
+}
+
+fn keys_first_of(p: &Plan) -> &KeysFirst {
+    match &p.strategy {
+        LoadStrategy::KeysFirst(k) => k,
+        LoadStrategy::DirectIntoEmpty(DirectIntoEmpty {
+            if_not_empty: Some(k),
+            ..
+        }) => k,
+        other => panic!("no keys-first path: {other:?}"),
+    }
 }
 
 #[test]
 fn postgres_merge_keys_first_golden() {
-    use redshift_upsert::plan::{TargetFacts, plan_keys_first};
     let facts = TargetFacts {
         key_indexed: true,
         ..TargetFacts::default()
     };
-    let (one, two) = plan_keys_first(&m(""), &files(), Dialect::Postgres, &facts)
-        .unwrap()
-        .unwrap();
-    let text = |steps: Vec<redshift_upsert::plan::Step>| {
-        redshift_upsert::plan::Plan {
-            dialect: Dialect::Postgres,
-            table: m("").table,
-            steps,
-            copy_manifest: None,
-            read_format: None,
-            notes: vec![],
-        }
-        .statements()
+    let only_keys_first = FastPaths {
+        direct_into_empty: false,
+        ..FastPaths::ALL
     };
-    let lock = format!(
-        "SELECT pg_advisory_xact_lock({})",
-        redshift_upsert::plan::advisory_lock_key(&m("").table)
+    let p = plan_with(
+        &m(""),
+        &files(),
+        Dialect::Postgres,
+        None,
+        &facts,
+        only_keys_first,
+    )
+    .unwrap();
+    let LoadStrategy::KeysFirst(k) = &p.strategy else {
+        panic!("{:?}", p.strategy)
+    };
+    // The loader runs the staged load's prelude first: the same lock and settings.
+    assert_eq!(
+        statements(&p.staged.prelude),
+        vec![PG_LOCK, "SET LOCAL jit = off"]
     );
     assert_eq!(
-        text(one.clone()),
+        statements(&k.stage_keys),
         vec![
-            lock,
-            "SET LOCAL jit = off".to_string(),
-            r#"CREATE TEMP TABLE "blueshift_keys" AS SELECT "foo" FROM "testing" WITH NO DATA"#
-                .into(),
-            r#"COPY "blueshift_keys" ("foo") FROM STDIN /* <- in/a.tsv */"#.into(),
-            r#"COPY "blueshift_keys" ("foo") FROM STDIN /* <- in/b.tsv */"#.into(),
+            r#"CREATE TEMP TABLE "blueshift_keys" AS SELECT "foo" FROM "testing" WITH NO DATA"#,
+            r#"COPY "blueshift_keys" ("foo") FROM STDIN /* <- in/a.tsv */"#,
+            r#"COPY "blueshift_keys" ("foo") FROM STDIN /* <- in/b.tsv */"#,
         ]
     );
     assert!(
-        matches!(&one[3], redshift_upsert::plan::Step::CopyFromStdin { fields: Some(f), .. } if f == &vec![0])
+        matches!(&k.stage_keys[1], Step::CopyFromStdin { fields: Some(f), .. } if f == &vec![0])
     );
+    assert_eq!(k.savepoint.set_sql(), r#"SAVEPOINT "blueshift_direct""#);
     assert_eq!(
-        text(two),
+        statements(&k.apply),
         vec![
             r#"LOCK TABLE "testing" IN SHARE ROW EXCLUSIVE MODE"#,
             "SET LOCAL enable_hashjoin TO off",
@@ -433,89 +502,163 @@ fn postgres_merge_keys_first_golden() {
             r#"DROP TABLE "blueshift_keys""#,
         ]
     );
+    // The fallback: the staged load's stage and apply, then the key stage is dropped.
+    assert_eq!(k.drop_keys.to_string(), r#"DROP TABLE "blueshift_keys""#);
     // With a btree-led single key, only batch keys within the table's key range are probed.
     let ranged = TargetFacts {
         key_indexed: true,
         key_range: true,
-        ..TargetFacts::default()
     };
-    let (_, two) = plan_keys_first(&m(""), &files(), Dialect::Postgres, &ranged)
-        .unwrap()
-        .unwrap();
+    let p = plan_with(
+        &m(""),
+        &files(),
+        Dialect::Postgres,
+        None,
+        &ranged,
+        FastPaths::ALL,
+    )
+    .unwrap();
     assert_eq!(
-        text(two)[3],
+        keys_first_of(&p).apply[3].to_string(),
         r#"DELETE FROM "testing" USING "blueshift_keys" WHERE "testing"."foo" = "blueshift_keys"."foo" AND "blueshift_keys"."foo" >= (SELECT "foo" FROM "testing" WHERE "foo" IS NOT NULL ORDER BY "foo" LIMIT 1) AND "blueshift_keys"."foo" <= (SELECT "foo" FROM "testing" WHERE "foo" IS NOT NULL ORDER BY "foo" DESC LIMIT 1)"#
     );
     // A composite key is not range-filtered.
     let mut two_keys = m("");
     two_keys.pk_columns = two_keys.columns.clone();
-    let (_, two) = plan_keys_first(&two_keys, &files(), Dialect::Postgres, &ranged)
-        .unwrap()
-        .unwrap();
-    assert!(!text(two.clone())[3].contains("ORDER BY"), "{two:?}");
-    // Only plain PostgreSQL merges qualify.
-    for extra in [
-        ":strategy \"append\"",
-        ":strategy \"replace\"",
-        ":staging-select :distinct",
-    ] {
-        assert!(
-            plan_keys_first(&m(extra), &files(), Dialect::Postgres, &facts)
-                .unwrap()
-                .is_none(),
-            "{extra}"
-        );
-    }
-    assert!(
-        plan_keys_first(&m(""), &files(), Dialect::Sqlite, &facts)
-            .unwrap()
-            .is_none()
-    );
+    let p = plan_with(
+        &two_keys,
+        &files(),
+        Dialect::Postgres,
+        None,
+        &ranged,
+        FastPaths::ALL,
+    )
+    .unwrap();
+    let apply = statements(&keys_first_of(&p).apply);
+    assert!(!apply[3].contains("ORDER BY"), "{apply:?}");
 }
 
 #[test]
 fn postgres_merge_into_an_empty_table_golden() {
-    use redshift_upsert::plan::{Step, plan_empty_target};
-    let steps = plan_empty_target(&m(""), &files(), Dialect::Postgres)
-        .unwrap()
-        .unwrap();
-    let text = redshift_upsert::plan::Plan {
-        dialect: Dialect::Postgres,
-        table: m("").table,
-        steps: steps.clone(),
-        copy_manifest: None,
-        read_format: None,
-        notes: vec![],
-    }
-    .statements();
+    let p = plan(&m(""), &files(), Dialect::Postgres, None).unwrap();
+    let LoadStrategy::DirectIntoEmpty(d) = &p.strategy else {
+        panic!("{:?}", p.strategy)
+    };
     assert_eq!(
-        text,
+        d.lock.to_string(),
+        r#"LOCK TABLE "testing" IN SHARE ROW EXCLUSIVE MODE"#
+    );
+    assert_eq!(
+        d.empty_check,
+        r#"SELECT NOT EXISTS (SELECT 1 FROM "testing")"#
+    );
+    assert_eq!(d.savepoint.set_sql(), r#"SAVEPOINT "blueshift_direct""#);
+    assert_eq!(
+        d.savepoint.rollback_sql(),
+        r#"ROLLBACK TO SAVEPOINT "blueshift_direct""#
+    );
+    assert_eq!(
+        statements(&d.copy),
         vec![
-            r#"LOCK TABLE "testing" IN SHARE ROW EXCLUSIVE MODE"#,
-            r#"SAVEPOINT "blueshift_direct""#,
             r#"COPY "testing" ("foo", "bar") FROM STDIN /* <- in/a.tsv */"#,
             r#"COPY "testing" ("foo", "bar") FROM STDIN /* <- in/b.tsv */"#,
         ]
     );
     assert!(matches!(
-        &steps[2],
+        &d.copy[0],
         Step::CopyFromStdin { fields: None, .. }
     ));
-    // Only plain PostgreSQL merges qualify.
+    // A table that holds rows: keys first (with the same facts as the plan).
+    assert!(d.if_not_empty.is_some());
+    assert_eq!(
+        p.strategy.paths(),
+        ["direct into an empty table", "keys first", "staged"]
+    );
+    assert!(plan(&m(""), &[], Dialect::Postgres, None).is_err());
+}
+
+#[test]
+fn fast_paths_are_named_in_the_strategy_and_can_be_turned_off() {
+    let with = |fast: FastPaths| {
+        plan_with(
+            &m(""),
+            &files(),
+            Dialect::Postgres,
+            None,
+            &TargetFacts::default(),
+            fast,
+        )
+        .unwrap()
+    };
+    let all = with(FastPaths::ALL);
+    assert!(matches!(
+        &all.strategy,
+        LoadStrategy::DirectIntoEmpty(DirectIntoEmpty {
+            if_not_empty: Some(_),
+            ..
+        })
+    ));
+    let no_keys_first = with(FastPaths {
+        keys_first: false,
+        ..FastPaths::ALL
+    });
+    assert!(matches!(
+        &no_keys_first.strategy,
+        LoadStrategy::DirectIntoEmpty(DirectIntoEmpty {
+            if_not_empty: None,
+            ..
+        })
+    ));
+    assert_eq!(
+        no_keys_first.strategy.paths(),
+        ["direct into an empty table", "staged"]
+    );
+    let none = with(FastPaths::NONE);
+    assert_eq!(none.strategy, LoadStrategy::Staged);
+    assert_eq!(none.staged.apply_keys_unique, None);
+    // The general path is the same whatever the fast paths.
+    assert_eq!(none.staged.statements(), all.staged.statements());
+    assert_eq!(FastPaths::default(), FastPaths::ALL);
+    // Only plain PostgreSQL merges have fast paths.
     for extra in [
         ":strategy \"append\"",
         ":strategy \"replace\"",
         ":staging-select :distinct",
     ] {
-        assert!(
-            plan_empty_target(&m(extra), &files(), Dialect::Postgres)
-                .unwrap()
-                .is_none(),
-            "{extra}"
-        );
+        let p = plan(&m(extra), &files(), Dialect::Postgres, None).unwrap();
+        assert_eq!(p.strategy, LoadStrategy::Staged, "{extra}");
+        assert!(p.staged.apply_keys_unique.is_some(), "{extra}");
     }
-    for d in [Dialect::Sqlite, Dialect::Redshift] {
-        assert!(plan_empty_target(&m(""), &files(), d).unwrap().is_none());
+    for d in [Dialect::Sqlite, Dialect::Redshift, Dialect::RedshiftMerge] {
+        let p = plan(&m(""), &files(), d, Some(&rs())).unwrap();
+        assert_eq!(p.strategy, LoadStrategy::Staged, "{d:?}");
     }
-    assert!(plan_empty_target(&m(""), &[], Dialect::Postgres).is_err());
+}
+
+#[test]
+fn the_dry_run_text_shows_every_path() {
+    let p = plan(&m(""), &files(), Dialect::Postgres, None).unwrap();
+    let text = p.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "-- strategy: direct into an empty table, else keys first, else staged",
+            "BEGIN;",
+            "-- direct into an empty table:"
+        ]
+    );
+    assert_eq!(lines.last(), Some(&"COMMIT;"));
+    for s in p.statements() {
+        assert!(lines.contains(&format!("{s};").as_str()), "{s}");
+    }
+    for s in statements(&keys_first_of(&p).apply) {
+        assert!(lines.contains(&format!("{s};").as_str()), "{s}");
+    }
+    // A staged-only plan is just the statements.
+    let q = plan(&m(""), &files(), Dialect::Sqlite, None).unwrap();
+    let mut want = vec!["-- strategy: staged".to_string(), "BEGIN;".into()];
+    want.extend(q.statements().into_iter().map(|s| format!("{s};")));
+    want.push("COMMIT;".into());
+    assert_eq!(q.to_string().lines().collect::<Vec<_>>(), want);
 }

@@ -15,13 +15,11 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use redshift_upsert::load::{CopyExtras, LoadOptions, Loader, copy_file};
-use redshift_upsert::manifest::{Ident, TableName};
-use redshift_upsert::options::{CopyOption, ReadFormat};
-use redshift_upsert::plan::DataFile;
 use redshift_upsert::sqlx::{self, Connection, PgConnection};
-use redshift_upsert::store::Store;
-use redshift_upsert::warehouse::WarehouseUrl;
+use redshift_upsert::{
+    DataFile, LoadOptions, Loader, Manifest, ManifestFormat, Store, TableName, WarehouseUrl,
+    copy_file,
+};
 
 fn env_n(k: &str, d: u64) -> u64 {
     std::env::var(k)
@@ -128,11 +126,13 @@ async fn main() {
         None,
         dir.path().display().to_string(),
     );
-    let (rf, _) = ReadFormat::from_options(&[CopyOption::parse("CSV").unwrap()], None).unwrap();
-    let cols: Vec<Ident> = ["id", "v", "n"]
-        .iter()
-        .map(|c| Ident::new(c).unwrap())
-        .collect();
+    // The COPY path alone: the manifest names the table and how the file is read.
+    let copy_manifest = Manifest::parse(
+        r#"{:table "rsu_bench_copy" :pk-columns ["id"] :columns ["id" "v" "n"] :options ["CSV"] :data-pattern ".*"}"#,
+        ManifestFormat::Edn,
+        "bench/manifest.edn",
+    )
+    .unwrap();
     let file = DataFile {
         key: "in/part-0000.csv".into(),
         etag: None,
@@ -143,17 +143,9 @@ async fn main() {
         exec(&mut c, &ddl("rsu_bench_copy")).await;
         let t = Instant::now();
         let mut tx = c.begin().await.unwrap();
-        let (n, _) = copy_file(
-            &mut tx,
-            "COPY rsu_bench_copy (id, v, n) FROM STDIN",
-            &store,
-            &file,
-            &rf,
-            &cols,
-            CopyExtras::default(),
-        )
-        .await
-        .unwrap();
+        let n = copy_file(&mut tx, &copy_manifest, &store, &file)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         lib_runs.push(t.elapsed());
         assert_eq!(n, rows);

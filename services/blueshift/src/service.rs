@@ -8,12 +8,9 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt;
 use lifecycle::CancellationToken;
-use redshift_upsert::batch::Batch;
-use redshift_upsert::load::{DEFAULT_HISTORY_TABLE, LoadOptions, LoadReport, Loader};
-use redshift_upsert::manifest::TableName;
-use redshift_upsert::plan::plan;
-use redshift_upsert::store::Store;
-use redshift_upsert::warehouse::WarehouseUrl;
+use redshift_upsert::{
+    Batch, DEFAULT_HISTORY_TABLE, LoadOptions, LoadReport, Loader, Store, TableName, WarehouseUrl,
+};
 use regex::Regex;
 
 use crate::error::{Error, Result};
@@ -233,7 +230,7 @@ impl Service {
             reason,
         };
         let url = WarehouseUrl::parse(named)
-            .map_err(|e| refuse(redshift_upsert::warehouse::redact(named), e.to_string()))?;
+            .map_err(|e| refuse(redshift_upsert::redact(named), e.to_string()))?;
         if url == self.default_warehouse {
             return Ok(url);
         }
@@ -263,6 +260,7 @@ impl Service {
             max_attempts: self.args.max_attempts.max(1),
             delete_loaded: true,
             history_table: self.history_table.clone(),
+            ..LoadOptions::default()
         };
         let l = Arc::new(Loader::new(url.clone(), opts)?);
         self.loaders.insert(url.clone(), l.clone());
@@ -285,9 +283,7 @@ impl Service {
         for d in &s.ready {
             let r = async {
                 let url = self.warehouse_for(d)?;
-                let l = self.loader(&url)?;
-                let rs = l.redshift_target(&self.store, d)?;
-                let p = plan(&d.manifest, &d.files, l.dialect(), rs.as_ref())?;
+                let p = self.loader(&url)?.plan(&self.store, d)?;
                 Ok::<_, Error>((url, p))
             }
             .await;

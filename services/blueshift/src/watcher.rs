@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
-use redshift_upsert::batch::{Batch, COPY_MANIFEST_NAME};
-use redshift_upsert::manifest::{MANIFEST_NAMES, Manifest, ManifestFormat};
-use redshift_upsert::plan::DataFile;
-use redshift_upsert::store::Store;
-use redshift_upsert::{Error, Result};
+use redshift_upsert::{
+    Batch, COPY_MANIFEST_NAME, DataFile, Error, MANIFEST_NAMES, Manifest, ManifestFormat, Result,
+    Store,
+};
 
 /// Manifests larger than this are refused.
 pub const MAX_MANIFEST_BYTES: usize = 1 << 20;

@@ -1,4 +1,5 @@
-//! Loads into SQLite (the embedded default warehouse): no external service needed.
+//! The service loading into SQLite (no external service needed): scanning, deleting loaded
+//! files, a failed directory keeping its files, manifests in every format, the dry run.
 
 mod common;
 
@@ -54,6 +55,7 @@ async fn sqlite_merge_dedupes_and_deletes_files() {
         b"id\tv\n2\tTWO \n3\tthree\n3\tTHREE\n4\t\\N\n",
     );
     write(&data, "in/b.tsv", &big);
+    write(&data, "in/ignored.csv", b"x");
     let mut svc = service(
         &format!("file://{}", data.display()),
         &format!("sqlite://{}", dbp.display()),
@@ -68,13 +70,17 @@ async fn sqlite_merge_dedupes_and_deletes_files() {
         r[..4],
         [(1, s("one")), (2, s("TWO")), (3, s("THREE")), (4, None)]
     );
-    assert_eq!(files_in(&data, "in"), vec!["manifest.edn"]);
+    // The loaded files are deleted; the manifest and what its pattern leaves out stay.
+    assert_eq!(files_in(&data, "in"), vec!["ignored.csv", "manifest.edn"]);
     let n: i64 =
         sqlx::query_scalar("SELECT count(*) FROM blueshift_load_history WHERE status = 'loaded'")
             .fetch_one(&mut c)
             .await
             .unwrap();
     assert_eq!(n, 2);
+    // Nothing is ready any more.
+    let out = poll(&mut svc).await;
+    assert!(out.loaded.is_empty() && out.failed.is_empty(), "{out:?}");
 }
 
 #[tokio::test]

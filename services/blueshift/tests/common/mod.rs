@@ -18,10 +18,6 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-pub fn zstd(data: &[u8]) -> Vec<u8> {
-    zstd::encode_all(data, 1).unwrap()
-}
-
 pub fn args(store: &str, warehouse: &str, history: &str) -> Args {
     Args {
         store: store.to_string(),
@@ -34,13 +30,13 @@ pub fn args(store: &str, warehouse: &str, history: &str) -> Args {
 }
 
 /// The store a URL names (as the service opens it), with an S3 API endpoint for `s3://`.
-pub fn store(url: &str, endpoint: Option<&str>) -> redshift_upsert::store::Store {
+pub fn store(url: &str, endpoint: Option<&str>) -> redshift_upsert::Store {
     let options: Vec<(String, String)> = endpoint
         .map(|e| ("aws_endpoint".to_string(), e.to_string()))
         .into_iter()
         .collect();
     let o = lifecycle::store::open(url, &options).unwrap();
-    redshift_upsert::store::Store::new(o.store, o.prefix.as_ref(), o.s3_bucket.as_deref(), o.url)
+    redshift_upsert::Store::new(o.store, o.prefix.as_ref(), o.s3_bucket.as_deref(), o.url)
 }
 
 /// The `--store-option` that points an `s3://` store at an S3 API server.
