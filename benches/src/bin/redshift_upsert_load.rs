@@ -42,10 +42,7 @@ fn secs(d: Duration) -> f64 {
 #[tokio::main]
 async fn main() {
     // RUST_LOG=redshift_upsert=debug shows the time of every plan step.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    lifecycle::logging::init(lifecycle::logging::LogFormat::Text);
     let url = std::env::var("TEST_POSTGRES_URL").expect("set TEST_POSTGRES_URL");
     let rows = env_n("RSU_BENCH_ROWS", 1_000_000);
     let base = env_n("RSU_BENCH_BASE_ROWS", 10_000_000);
