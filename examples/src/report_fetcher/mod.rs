@@ -63,15 +63,15 @@ pub struct Args {
     /// Fraction of API requests answered 429 with Retry-After.
     #[arg(long, default_value_t = 0.02)]
     pub throttle_rate: f64,
-    /// The Retry-After the API sends with a 429, in seconds.
-    #[arg(long, default_value_t = 1.0)]
-    pub retry_after_secs: f64,
+    /// The Retry-After the API sends with a 429 (`1s`, `100ms`).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = lifecycle::duration::non_negative)]
+    pub retry_after: Duration,
     /// Fraction of reports that do not exist (404: permanent, ends as a dead letter).
     #[arg(long, default_value_t = 0.0)]
     pub gone_rate: f64,
-    /// The API's latency per request, in milliseconds.
-    #[arg(long, default_value_t = 20)]
-    pub api_latency_ms: u64,
+    /// The API's latency per request (`20ms`).
+    #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = lifecycle::duration::non_negative)]
+    pub api_latency: Duration,
     /// Attempts per transition before a report is given up.
     #[arg(long, default_value_t = 8)]
     pub max_attempts: u32,
@@ -152,15 +152,11 @@ pub async fn run(args: &Args, stop: CancellationToken) -> anyhow::Result<Summary
         !(args.serial && args.journal.is_some()),
         "--journal is for the executor; --serial has none"
     );
-    ensure!(
-        args.retry_after_secs.is_finite() && args.retry_after_secs >= 0.0,
-        "--retry-after-secs must be a non-negative number"
-    );
     let api = Api::start(ApiConfig {
-        latency: Duration::from_millis(args.api_latency_ms),
+        latency: args.api_latency,
         failure_rate: args.failure_rate,
         throttle_rate: args.throttle_rate,
-        retry_after: Duration::from_secs_f64(args.retry_after_secs),
+        retry_after: args.retry_after,
         gone_rate: args.gone_rate,
     })
     .await?;
