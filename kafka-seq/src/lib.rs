@@ -46,7 +46,10 @@ pub use pipe::{PipeSender, PipeStream, pipe};
 pub use producer::{Delivered, Delivery, KafkaProducer, KafkaSink, ProducerConfig, Record};
 
 /// Everything that can go wrong in this crate.
+///
+/// Non-exhaustive: new kinds of failure may be added, so a `match` needs a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The pipe was closed or its stream dropped.
     #[error("pipe closed: the pipe was closed or its stream dropped")]
