@@ -43,7 +43,7 @@ pub mod producer;
 
 pub use consumer::{Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream};
 pub use pipe::{PipeSender, PipeStream, pipe};
-pub use producer::{Delivered, Delivery, KafkaProducer, KafkaSink, ProducerConfig, Record};
+pub use producer::{Delivered, DeliveryReport, KafkaProducer, KafkaSink, ProducerConfig, Record};
 
 /// Everything that can go wrong in this crate.
 ///

@@ -2,8 +2,8 @@
 //!
 //! [`KafkaProducer::send`] waits for room (at most
 //! [`max_in_flight`](ProducerConfig::max_in_flight) messages are unacknowledged), enqueues the
-//! message and returns a [`Delivery`] future that resolves once Kafka acknowledged it (or
-//! the delivery failed). [`KafkaSink`] is the same as a `futures::Sink`: flushing or closing
+//! message and returns a [`DeliveryReport`], a future that resolves to where Kafka stored it
+//! ([`Delivered`]) once Kafka acknowledged it, or to the error when the delivery failed. [`KafkaSink`] is the same as a `futures::Sink`: flushing or closing
 //! it waits for every acknowledgement and reports the first failure. The producer is
 //! idempotent unless `enable.idempotence=false` is set: retries never duplicate or reorder.
 //!
@@ -180,14 +180,18 @@ pub struct Delivered {
 
 type Report = Result<Delivered, Error>;
 
-/// Resolves when Kafka acknowledged (or finally refused) one message.
+/// Kafka's report on one produced message: a future resolving to where Kafka stored it
+/// ([`Delivered`]) once acknowledged, or to [`Error::Delivery`] when Kafka finally refused it
+/// ([`Error::DeliveryLost`] if the producer went away first).
+///
+/// (Not to be confused with `amqp::AmqpDelivery`, a message delivered *to* this process.)
 #[derive(Debug)]
-#[must_use = "a Delivery tells whether the message was stored"]
-pub struct Delivery {
+#[must_use = "a DeliveryReport tells whether the message was stored: await it"]
+pub struct DeliveryReport {
     rx: oneshot::Receiver<Report>,
 }
 
-impl Future for Delivery {
+impl Future for DeliveryReport {
     type Output = Result<Delivered, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -350,7 +354,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// What a delivery report goes to: one waiting [`Delivery`], or a sink's shared counters.
+/// What a delivery report goes to: one waiting [`DeliveryReport`], or a sink's shared counters.
 /// Each enqueued message holds one in-flight slot, given back when its report arrives.
 enum Token {
     One(std::sync::Mutex<Option<oneshot::Sender<Report>>>),
@@ -452,11 +456,11 @@ impl std::fmt::Debug for KafkaProducer {
 
 impl KafkaProducer {
     /// Enqueues `record` for `topic`, waiting while `max_in_flight` messages are
-    /// unacknowledged; the returned [`Delivery`] resolves with Kafka's acknowledgement.
+    /// unacknowledged; the returned [`DeliveryReport`] resolves with Kafka's acknowledgement.
     ///
     /// # Errors
     /// [`Error::Kafka`] when librdkafka refuses the message (too large, unknown partition...).
-    pub async fn send(&self, topic: &str, record: &Record) -> Result<Delivery, Error> {
+    pub async fn send(&self, topic: &str, record: &Record) -> Result<DeliveryReport, Error> {
         let slot = self.inner.in_flight.take().await;
         let (tx, rx) = oneshot::channel();
         let token = Arc::new(Token::One(std::sync::Mutex::new(Some(tx))));
@@ -465,7 +469,7 @@ impl KafkaProducer {
             tokio::time::sleep(QUEUE_FULL_RETRY).await;
         }
         slot.keep();
-        Ok(Delivery { rx })
+        Ok(DeliveryReport { rx })
     }
 
     /// Hands the record to librdkafka with `token` (the caller holds an in-flight
