@@ -37,6 +37,7 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod consumer;
+mod in_flight;
 mod offsets;
 mod pipe;
 pub mod producer;

@@ -28,7 +28,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,8 +39,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
-use tokio::sync::{Notify, futures::OwnedNotified, oneshot};
+use tokio::sync::oneshot;
 
+use crate::in_flight::{InFlight, PollWait};
 use crate::{Error, kafka_err};
 
 /// Configuration of a [`KafkaProducer`].
@@ -198,159 +199,6 @@ impl Future for DeliveryReport {
         Pin::new(&mut self.rx)
             .poll(cx)
             .map(|r| r.unwrap_or(Err(Error::DeliveryLost)))
-    }
-}
-
-/// The producer-wide bound on enqueued, unacknowledged messages: a counter taken by senders
-/// and given back by delivery reports, plus a wake-up for senders waiting for room (the
-/// delivery thread only reads `waiting` unless someone waits, then wakes one per slot).
-struct InFlight {
-    count: AtomicUsize,
-    max: usize,
-    waiting: AtomicUsize,
-    room: Arc<Notify>,
-}
-
-impl InFlight {
-    fn new(max: usize) -> Self {
-        Self {
-            count: AtomicUsize::new(0),
-            max,
-            waiting: AtomicUsize::new(0),
-            room: Arc::new(Notify::new()),
-        }
-    }
-
-    /// Takes one slot if there is room.
-    fn try_take(&self) -> bool {
-        self.try_take_up_to(1) == 1
-    }
-
-    /// Takes up to `n` slots, as many as there is room for (maybe none).
-    fn try_take_up_to(&self, n: usize) -> usize {
-        let mut count = self.count.load(Ordering::Relaxed);
-        loop {
-            let take = n.min(self.max.saturating_sub(count));
-            if take == 0 {
-                return 0;
-            }
-            match self.count.compare_exchange_weak(
-                count,
-                count + take,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return take,
-                Err(now) => count = now,
-            }
-        }
-    }
-
-    /// Gives one slot back (a delivery report, or a message librdkafka refused).
-    fn give_back(&self) {
-        self.give_back_many(1);
-    }
-
-    /// Gives `n` slots back, waking one waiting sender per slot (a woken sender that finds
-    /// the slot taken waits again; one dropped while woken passes the wake-up on).
-    fn give_back_many(&self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        self.count.fetch_sub(n, Ordering::SeqCst);
-        let waiting = self.waiting.load(Ordering::SeqCst);
-        for _ in 0..n.min(waiting) {
-            self.room.notify_one();
-        }
-    }
-
-    /// How many slots a sink reserves at a time: one shared-counter update per chunk
-    /// rather than per message, while a sink never sits on more than 1/16 of the bound.
-    fn chunk(&self) -> usize {
-        (self.max / 16).clamp(1, 64)
-    }
-
-    /// Takes a slot, waiting for room. The slot is given back if the returned guard is
-    /// dropped before [`Slot::keep`] (a `send` cancelled while waiting loses nothing).
-    async fn take(&self) -> Slot<'_> {
-        loop {
-            if self.try_take() {
-                return Slot(Some(self));
-            }
-            let room = self.room.clone().notified_owned();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            let waiting = Waiting::new(self);
-            // A slot given back before `enable` is seen here; one given back after it
-            // notifies `room`.
-            if self.try_take() {
-                return Slot(Some(self));
-            }
-            room.await;
-            drop(waiting);
-        }
-    }
-
-    /// `take` for a poll-based caller; `wait` holds its registration between polls.
-    fn poll_take(
-        &self,
-        wait: &mut Option<Pin<Box<OwnedNotified>>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<()> {
-        loop {
-            if let Some(room) = wait.as_mut() {
-                if room.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                *wait = None;
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-            }
-            if self.try_take() {
-                return Poll::Ready(());
-            }
-            let mut room = Box::pin(self.room.clone().notified_owned());
-            room.as_mut().enable();
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            if self.try_take() {
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                return Poll::Ready(());
-            }
-            *wait = Some(room);
-        }
-    }
-}
-
-/// An in-flight slot held by a `send` until its message is enqueued.
-struct Slot<'a>(Option<&'a InFlight>);
-
-impl Slot<'_> {
-    /// The message was enqueued: its delivery report gives the slot back.
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        if let Some(in_flight) = self.0 {
-            in_flight.give_back();
-        }
-    }
-}
-
-/// Counts a sender waiting for room while it lives.
-struct Waiting<'a>(&'a InFlight);
-
-impl<'a> Waiting<'a> {
-    fn new(in_flight: &'a InFlight) -> Self {
-        in_flight.waiting.fetch_add(1, Ordering::SeqCst);
-        Self(in_flight)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -545,7 +393,7 @@ impl KafkaProducer {
             token: None,
             sent: 0,
             slots: 0,
-            wait: None,
+            wait: PollWait::default(),
             blocked: None,
             retry: None,
         }
@@ -581,7 +429,7 @@ pub struct KafkaSink {
     /// In-flight slots reserved by `poll_ready` and not used yet (taken a chunk at a time).
     slots: usize,
     /// Registration while waiting for an in-flight slot.
-    wait: Option<Pin<Box<OwnedNotified>>>,
+    wait: PollWait,
     /// A record librdkafka's full queue refused; it holds a slot and is retried first.
     blocked: Option<Record>,
     retry: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -600,14 +448,9 @@ impl Drop for KafkaSink {
     fn drop(&mut self) {
         // Unused slots, and the one a blocked record holds, go back.
         let held = self.slots + usize::from(self.blocked.is_some());
-        self.producer.inner.in_flight.give_back_many(held);
-        if self.wait.is_some() {
-            self.producer
-                .inner
-                .in_flight
-                .waiting
-                .fetch_sub(1, Ordering::SeqCst);
-        }
+        let in_flight = &self.producer.inner.in_flight;
+        in_flight.give_back_many(held);
+        in_flight.cancel_wait(&mut self.wait);
     }
 }
 
@@ -721,7 +564,7 @@ impl Sink<Record> for KafkaSink {
             return Poll::Ready(Ok(()));
         }
         let in_flight = &this.producer.inner.in_flight;
-        if this.wait.is_none() {
+        if !this.wait.is_waiting() {
             this.slots = in_flight.try_take_up_to(in_flight.chunk());
             if this.slots > 0 {
                 return Poll::Ready(Ok(()));
