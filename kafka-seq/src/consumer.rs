@@ -52,6 +52,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{Notify, watch};
 
+use crate::ffi;
 use crate::offsets::{Part, Tracker};
 use crate::{Error, kafka_err};
 
@@ -614,6 +615,9 @@ impl ConsumerContext for SeqContext {
         }
     }
 
+    /// The result of a periodic (asynchronous) commit, served when the consumer is next
+    /// polled or while it closes. The synchronous commits (on revoke, at shutdown) report
+    /// where they are made.
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = result {
             tracing::warn!(group = %self.group, error = %e, "offset commit failed; retrying");
@@ -654,7 +658,8 @@ impl Committer {
             return;
         }
         let tpl = commit_list(&commits);
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        if let Err(e) = ffi::commit_async(self.consumer.client(), &tpl) {
+            // Refused before being sent: no commit callback follows.
             tracing::warn!(group = %self.group, error = %e, "offset commit failed; retrying");
             for (t, p, o) in &commits {
                 tracker.commit_failed(t, *p, *o);

@@ -29,6 +29,8 @@
 //! # });
 //! ```
 #![warn(missing_docs)]
+// Only `ffi` (librdkafka calls rust-rdkafka does not wrap) may use `unsafe`.
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -37,6 +39,7 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod consumer;
+mod ffi;
 mod in_flight;
 mod offsets;
 mod pipe;
