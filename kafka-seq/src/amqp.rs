@@ -46,6 +46,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::metrics::{AmqpMetrics, describe_once};
 
 /// Configuration of an AMQP consumer stream.
 #[derive(Debug, Clone)]
@@ -122,12 +123,22 @@ impl AmqpConfig {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
             what: "kafka_seq::amqp::AmqpConfig::consume",
         })?;
+        describe_once();
+        let metrics = Arc::new(AmqpMetrics::new(&self.queue));
         let session = connect(&self).await?;
         let (tx, rx) = mpsc::channel(usize::from(self.prefetch));
         let (done_tx, done_rx) = watch::channel(false);
         let cancel = CancellationToken::new();
         let permits = Arc::new(Semaphore::new(usize::from(self.prefetch)));
-        runtime.spawn(run(self, session, tx, permits, cancel.clone(), done_tx));
+        runtime.spawn(run(
+            self,
+            session,
+            tx,
+            permits,
+            metrics,
+            cancel.clone(),
+            done_tx,
+        ));
         Ok(AmqpStream {
             rx,
             control: AmqpControl {
@@ -205,6 +216,7 @@ async fn run(
     first: Session,
     tx: mpsc::Sender<Result<AmqpDelivery, Error>>,
     permits: Arc<Semaphore>,
+    metrics: Arc<AmqpMetrics>,
     cancel: CancellationToken,
     done: watch::Sender<bool>,
 ) {
@@ -218,6 +230,7 @@ async fn run(
             None => match connect(&config).await {
                 Ok(s) => {
                     tracing::info!(queue = %config.queue, "amqp reconnected");
+                    metrics.reconnects.increment(1);
                     delays = config.backoff_policy().build();
                     s
                 }
@@ -251,6 +264,7 @@ async fn run(
             };
             match next {
                 Some(Ok(d)) => {
+                    metrics.received.increment(1);
                     let delivery = AmqpDelivery {
                         data: Bytes::from(d.data),
                         routing_key: d.routing_key.into(),
@@ -259,6 +273,7 @@ async fn run(
                         properties: d.properties,
                         delivery_tag: d.delivery_tag,
                         acker: d.acker,
+                        metrics: metrics.clone(),
                         _permit: permit,
                     };
                     tokio::select! {
@@ -320,6 +335,7 @@ pub struct AmqpDelivery {
     pub properties: BasicProperties,
     delivery_tag: u64,
     acker: Acker,
+    metrics: Arc<AmqpMetrics>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -335,7 +351,9 @@ impl AmqpDelivery {
             .ack(BasicAckOptions::default())
             .await
             .map_err(amqp_err("basic.ack", &self.routing_key))?;
-        self.sent("basic.ack", sent)
+        self.sent("basic.ack", sent)?;
+        self.metrics.acked.increment(1);
+        Ok(())
     }
 
     /// `Ok` when lapin sent the ack or nack; it answers `false` when the channel was
@@ -366,7 +384,9 @@ impl AmqpDelivery {
             })
             .await
             .map_err(amqp_err("basic.nack", &self.routing_key))?;
-        self.sent("basic.nack", sent)
+        self.sent("basic.nack", sent)?;
+        self.metrics.nacked.increment(1);
+        Ok(())
     }
 }
 

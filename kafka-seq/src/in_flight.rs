@@ -11,6 +11,9 @@
 //! `send` cancelled after taking room), [`InFlight::give_back_many`] for what a sink
 //! reserved and did not use, and [`InFlight::cancel_wait`] for a poll-based waiter going
 //! away.
+//!
+//! The `kafka_seq_producer_in_flight` gauge moves with the counter (by the same amounts, so
+//! several producers sum up); a sink's reservation counts as in flight.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use metrics::Gauge;
 use tokio::sync::{Notify, futures::OwnedNotified};
 
 /// The bound; see the [module docs](self).
@@ -27,6 +31,8 @@ pub(crate) struct InFlight {
     /// Senders registered for a wake-up (registered with `room` before being counted).
     waiting: AtomicUsize,
     room: Arc<Notify>,
+    /// Follows `count`.
+    gauge: Gauge,
 }
 
 /// A poll-based waiter's registration for room, held between polls
@@ -42,13 +48,15 @@ impl PollWait {
 }
 
 impl InFlight {
-    /// A bound of `max` slots (at least 1 is expected; the producer clamps it).
-    pub(crate) fn new(max: usize) -> Self {
+    /// A bound of `max` slots (at least 1 is expected; the producer clamps it), reported
+    /// through `gauge`.
+    pub(crate) fn new(max: usize, gauge: Gauge) -> Self {
         Self {
             count: AtomicUsize::new(0),
             max,
             waiting: AtomicUsize::new(0),
             room: Arc::new(Notify::new()),
+            gauge,
         }
     }
 
@@ -71,7 +79,10 @@ impl InFlight {
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return take,
+                Ok(_) => {
+                    self.gauge.increment(take as f64);
+                    return take;
+                }
                 Err(now) => count = now,
             }
         }
@@ -89,6 +100,7 @@ impl InFlight {
             return;
         }
         self.count.fetch_sub(n, Ordering::SeqCst);
+        self.gauge.decrement(n as f64);
         let waiting = self.waiting.load(Ordering::SeqCst);
         for _ in 0..n.min(waiting) {
             self.room.notify_one();
@@ -221,7 +233,7 @@ mod tests {
 
     #[test]
     fn slots_are_taken_up_to_the_bound_and_given_back() {
-        let f = InFlight::new(3);
+        let f = InFlight::new(3, Gauge::noop());
         assert!(f.try_take());
         assert!(f.try_take());
         assert!(f.try_take());
@@ -239,10 +251,14 @@ mod tests {
 
     #[test]
     fn chunks_take_what_room_there_is() {
-        let f = InFlight::new(100);
+        let f = InFlight::new(100, Gauge::noop());
         assert_eq!(f.chunk(), 6, "1/16 of the bound");
-        assert_eq!(InFlight::new(100_000).chunk(), 64, "at most 64");
-        assert_eq!(InFlight::new(5).chunk(), 1, "at least 1");
+        assert_eq!(
+            InFlight::new(100_000, Gauge::noop()).chunk(),
+            64,
+            "at most 64"
+        );
+        assert_eq!(InFlight::new(5, Gauge::noop()).chunk(), 1, "at least 1");
         assert_eq!(f.try_take_up_to(60), 60);
         assert_eq!(f.try_take_up_to(64), 40, "only the room left");
         assert_eq!(f.try_take_up_to(64), 0, "full");
@@ -254,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_dropped_slot_is_given_back_and_a_kept_one_is_not() {
-        let f = InFlight::new(2);
+        let f = InFlight::new(2, Gauge::noop());
         let mut take = Box::pin(f.take());
         let Poll::Ready(slot) = poll_once(&mut take) else {
             panic!("room for the first slot");
@@ -278,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_waiter_is_woken_when_room_frees() {
-        let f = InFlight::new(1);
+        let f = InFlight::new(1, Gauge::noop());
         assert!(f.try_take());
         let mut take = Box::pin(f.take());
         assert!(poll_once(&mut take).is_pending(), "no room");
@@ -297,7 +313,7 @@ mod tests {
 
     #[test]
     fn each_slot_given_back_wakes_one_waiter() {
-        let f = InFlight::new(3);
+        let f = InFlight::new(3, Gauge::noop());
         assert_eq!(f.try_take_up_to(3), 3);
         let mut takes: Vec<_> = (0..3).map(|_| Box::pin(f.take())).collect();
         for t in &mut takes {
@@ -324,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_waiter_dropped_after_its_wake_up_passes_it_on() {
-        let f = InFlight::new(1);
+        let f = InFlight::new(1, Gauge::noop());
         assert!(f.try_take());
         let mut first = Box::pin(f.take());
         let mut second = Box::pin(f.take());
@@ -341,7 +357,7 @@ mod tests {
 
     #[test]
     fn poll_takers_wait_are_woken_and_can_cancel() {
-        let f = InFlight::new(1);
+        let f = InFlight::new(1, Gauge::noop());
         assert!(f.try_take());
         let mut a = PollWait::default();
         let mut b = PollWait::default();
@@ -370,6 +386,25 @@ mod tests {
         assert!(!a.is_waiting());
     }
 
+    #[test]
+    fn the_gauge_follows_the_count() {
+        let recorder = telemetry::Recorder::new();
+        let gauge = metrics::with_local_recorder(&recorder, || metrics::gauge!("in_flight"));
+        let f = InFlight::new(100, gauge);
+        let read = || recorder.snapshot().gauge("in_flight", &[]);
+        assert_eq!(f.try_take_up_to(f.chunk()), 6);
+        assert!(f.try_take());
+        assert_eq!(read(), Some(7.0), "a sink's reservation counts");
+        f.give_back();
+        f.give_back_many(4);
+        assert_eq!(read(), Some(2.0));
+        assert_eq!(f.try_take_up_to(200), 98);
+        assert!(!f.try_take());
+        assert_eq!(read(), Some(100.0), "nothing counted past the bound");
+        f.give_back_many(100);
+        assert_eq!(read(), Some(0.0));
+    }
+
     /// Senders on runtime threads and on plain threads (as `send` and a sink) contend for a
     /// small bound while a "delivery thread" gives slots back: every sender finishes (no
     /// wake-up is lost) and the count never passes the bound.
@@ -378,7 +413,7 @@ mod tests {
         const MAX: usize = 2;
         const SENDERS: usize = 8;
         const ROUNDS: usize = 2_000;
-        let f = Arc::new(InFlight::new(MAX));
+        let f = Arc::new(InFlight::new(MAX, Gauge::noop()));
         let (given_tx, given_rx) = std::sync::mpsc::channel::<()>();
         // The delivery thread: gives back one slot per report, after a short while.
         let delivery = std::thread::spawn({

@@ -29,7 +29,7 @@
 //! # });
 //! ```
 #![warn(missing_docs)]
-// Only `ffi` (librdkafka calls rust-rdkafka does not wrap) may use `unsafe`.
+// Only `ffi` (two reads of librdkafka state for metrics) may use `unsafe`.
 #![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -41,10 +41,12 @@ pub mod amqp;
 pub mod consumer;
 mod ffi;
 mod in_flight;
+mod metrics;
 mod offsets;
 mod pipe;
 pub mod producer;
 
+pub use crate::metrics::describe_metrics;
 pub use consumer::{Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream};
 pub use pipe::{PipeSender, PipeStream, pipe};
 pub use producer::{Delivered, DeliveryReport, KafkaProducer, KafkaSink, ProducerConfig, Record};

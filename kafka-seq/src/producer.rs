@@ -25,10 +25,11 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,7 +42,9 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::oneshot;
 
+use crate::ffi;
 use crate::in_flight::{InFlight, PollWait};
+use crate::metrics::{TopicMetrics, describe_once, producer_in_flight};
 use crate::{Error, kafka_err};
 
 /// Configuration of a [`KafkaProducer`].
@@ -95,6 +98,7 @@ impl ProducerConfig {
     /// # Errors
     /// [`Error::Kafka`] when librdkafka refuses the configuration.
     pub fn create(self) -> Result<KafkaProducer, Error> {
+        describe_once();
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
@@ -105,7 +109,7 @@ impl ProducerConfig {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
-        let in_flight = Arc::new(InFlight::new(self.max_in_flight));
+        let in_flight = Arc::new(InFlight::new(self.max_in_flight, producer_in_flight()));
         let producer: ThreadedProducer<DeliveryContext> = c
             .create_with_context(DeliveryContext {
                 in_flight: in_flight.clone(),
@@ -116,6 +120,7 @@ impl ProducerConfig {
                 producer,
                 in_flight,
                 flush_timeout: self.flush_timeout,
+                topics: Topics::default(),
             }),
         })
     }
@@ -202,10 +207,14 @@ impl Future for DeliveryReport {
     }
 }
 
-/// What a delivery report goes to: one waiting [`DeliveryReport`], or a sink's shared counters.
-/// Each enqueued message holds one in-flight slot, given back when its report arrives.
+/// What a delivery report goes to: one waiting [`DeliveryReport`] (with its topic's
+/// metrics), or a sink's shared counters. Each enqueued message holds one in-flight slot,
+/// given back when its report arrives.
 enum Token {
-    One(std::sync::Mutex<Option<oneshot::Sender<Report>>>),
+    One {
+        tx: Mutex<Option<oneshot::Sender<Report>>>,
+        metrics: Arc<TopicMetrics>,
+    },
     Sink(Arc<SinkState>),
 }
 
@@ -215,23 +224,52 @@ enum Token {
 /// reach it through a token the sink replaces every [`TOKEN_USES`] messages, so the token's
 /// reference count is not written by both threads for every message.
 struct SinkState {
+    /// The sink's topic's delivery metrics.
+    metrics: Arc<TopicMetrics>,
     reported: AtomicU64,
     /// While a flush or close waits: how many were sent; otherwise `u64::MAX`.
     flush_at: AtomicU64,
     failed: AtomicBool,
-    error: std::sync::Mutex<Option<Error>>,
+    error: Mutex<Option<Error>>,
     waker: AtomicWaker,
 }
 
-impl Default for SinkState {
-    fn default() -> Self {
+impl SinkState {
+    fn new(metrics: Arc<TopicMetrics>) -> Self {
         Self {
+            metrics,
             reported: AtomicU64::new(0),
             flush_at: AtomicU64::new(u64::MAX),
             failed: AtomicBool::new(false),
-            error: std::sync::Mutex::new(None),
+            error: Mutex::new(None),
             waker: AtomicWaker::new(),
         }
+    }
+}
+
+/// A producer's per-topic delivery metrics, built once per topic. The first topic sent to
+/// (usually the only one) is found without a lock; others through a map.
+#[derive(Default)]
+struct Topics {
+    first: OnceLock<Arc<TopicMetrics>>,
+    others: Mutex<HashMap<Box<str>, Arc<TopicMetrics>>>,
+}
+
+impl Topics {
+    fn get(&self, topic: &str) -> Arc<TopicMetrics> {
+        let first = self
+            .first
+            .get_or_init(|| Arc::new(TopicMetrics::new(topic)));
+        if *first.topic == *topic {
+            return first.clone();
+        }
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = others.get(topic) {
+            return m.clone();
+        }
+        let m = Arc::new(TopicMetrics::new(topic));
+        others.insert(topic.into(), m.clone());
+        m
     }
 }
 
@@ -246,6 +284,19 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Arc<Token>) {
         self.in_flight.give_back();
+        let metrics = match &*token {
+            Token::One { metrics, .. } => &**metrics,
+            Token::Sink(state) => &*state.metrics,
+        };
+        match result {
+            Ok(m) => {
+                metrics.delivered.increment(1);
+                if let Some(latency) = ffi::delivery_latency(m) {
+                    metrics.seconds.record(latency);
+                }
+            }
+            Err(_) => metrics.errors.increment(1),
+        }
         let report = || match result {
             Ok(m) => Ok(Delivered {
                 partition: m.partition(),
@@ -257,7 +308,7 @@ impl ProducerContext for DeliveryContext {
             }),
         };
         match &*token {
-            Token::One(tx) => {
+            Token::One { tx, .. } => {
                 let tx = tx.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(tx) = tx {
                     let _ = tx.send(report());
@@ -286,6 +337,7 @@ struct Inner {
     producer: ThreadedProducer<DeliveryContext>,
     in_flight: Arc<InFlight>,
     flush_timeout: Duration,
+    topics: Topics,
 }
 
 /// A Kafka producer; cheap to clone (clones share the client).
@@ -311,7 +363,10 @@ impl KafkaProducer {
     pub async fn send(&self, topic: &str, record: &Record) -> Result<DeliveryReport, Error> {
         let slot = self.inner.in_flight.take().await;
         let (tx, rx) = oneshot::channel();
-        let token = Arc::new(Token::One(std::sync::Mutex::new(Some(tx))));
+        let token = Arc::new(Token::One {
+            tx: Mutex::new(Some(tx)),
+            metrics: self.inner.topics.get(topic),
+        });
         // librdkafka's own queue may be full (by bytes): wait for deliveries to drain it.
         while !self.enqueue(topic, record, token.clone())? {
             tokio::time::sleep(QUEUE_FULL_RETRY).await;
@@ -386,10 +441,12 @@ impl KafkaProducer {
 
     /// A `Sink` of records for `topic` sharing this producer's client and in-flight bound.
     pub fn sink(&self, topic: impl Into<String>) -> KafkaSink {
+        let topic = topic.into();
+        let metrics = self.inner.topics.get(&topic);
         KafkaSink {
             producer: self.clone(),
-            topic: topic.into(),
-            state: Arc::new(SinkState::default()),
+            topic,
+            state: Arc::new(SinkState::new(metrics)),
             token: None,
             sent: 0,
             slots: 0,
