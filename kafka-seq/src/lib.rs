@@ -7,12 +7,30 @@
 //!   [`Ack`] handle. Offsets are committed per partition only up to the highest
 //!   *contiguously* acknowledged offset + 1: periodically, when a partition is revoked, and
 //!   on shutdown. At least once, never "committed but not processed".
-//! - [`producer`]: a Kafka producer with bounded in-flight messages, per-message delivery
-//!   acknowledgements and a `Sink` that flushes on close; idempotent by default.
+//! - [`producer`]: a Kafka producer with bounded in-flight messages, a [`DeliveryReport`]
+//!   per message (a future resolving to [`Delivered`]: where Kafka stored it) and a `Sink`
+//!   that flushes on close; idempotent by default.
 //! - `amqp` (feature `amqp`): a RabbitMQ consumer stream (prefetch as the bound, ack/nack
-//!   handles, reconnect with backoff) and a publisher with confirms.
+//!   handles, reconnect forever with exponential backoff and jitter) and a publisher with
+//!   confirms.
 //!
 //! Every client takes librdkafka properties as `key=value` pairs ([`parse_property`]).
+//!
+//! # Metrics
+//!
+//! Recorded through the [`metrics`](https://docs.rs/metrics) facade (no-ops until a recorder
+//! is installed), named `kafka_seq_<what>[_unit]`, labelled only by `topic`, `partition` and
+//! (AMQP) `queue`. [`describe_metrics`] lists and describes them all:
+//! - consumer: `kafka_seq_consumer_received_total`, `_acked_total`, `_nacked_total`,
+//!   `_committed_offset` and `_lag` per topic and partition; `kafka_seq_consumer_unacked` and
+//!   `kafka_seq_consumer_commit_errors_total`;
+//! - producer: `kafka_seq_producer_in_flight`; `kafka_seq_producer_delivered_total`,
+//!   `_delivery_errors_total` and `_delivery_seconds` (histogram) per topic;
+//! - AMQP: `kafka_seq_amqp_received_total`, `_acked_total`, `_nacked_total`,
+//!   `_reconnects_total` per queue.
+//!
+//! Handles are built once per partition assignment, topic or client; the per-message path
+//! only increments them.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
