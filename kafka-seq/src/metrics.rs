@@ -35,7 +35,8 @@ use ::metrics::{
 ///
 /// Producer:
 /// - `kafka_seq_producer_in_flight` (gauge, no labels): messages enqueued and not yet
-///   acknowledged or failed, summed over the process's producers.
+///   acknowledged or failed (room a sink reserved ahead, at most 64 messages, counts too),
+///   summed over the process's producers.
 /// - `kafka_seq_producer_delivered_total{topic}` (counter): messages Kafka acknowledged.
 /// - `kafka_seq_producer_delivery_errors_total{topic}` (counter): messages that finally failed.
 /// - `kafka_seq_producer_delivery_seconds{topic}` (histogram): from enqueueing to Kafka's
