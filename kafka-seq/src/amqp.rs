@@ -3,7 +3,8 @@
 //!
 //! The bound is the channel's prefetch: RabbitMQ never has more than
 //! [`prefetch`](AmqpConfig::prefetch) deliveries unacknowledged on the consumer. When the
-//! connection or the consumer is lost, the stream reconnects with exponential backoff;
+//! connection or the consumer is lost, the stream reconnects with exponential backoff
+//! ([`backoff`](AmqpConfig::backoff), through `backon`'s `ExponentialBuilder`), forever;
 //! deliveries not acknowledged before the loss are redelivered by RabbitMQ (their handles
 //! then fail to ack, which is harmless). Dropping a delivery without acking leaves it
 //! unacknowledged until the connection closes, when RabbitMQ redelivers it.
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use lapin::Acker;
@@ -44,6 +46,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::metrics::{AmqpMetrics, describe_once};
 
 /// Configuration of an AMQP consumer stream.
 #[derive(Debug, Clone)]
@@ -83,11 +86,24 @@ impl AmqpConfig {
         self
     }
 
-    /// Reconnection backoff: starts at `min`, doubles up to `max` (defaults 100 ms, 10 s).
+    /// Reconnection backoff (defaults 100 ms, 10 s): after a loss the first wait is `min`,
+    /// each failed attempt doubles it up to `max`, and each wait gets a random jitter of up
+    /// to its own length on top (so waits at the cap are between `max` and twice `max`).
+    /// Reconnecting never gives up; a successful connection starts over at `min`.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff_min = min.max(Duration::from_millis(1));
         self.backoff_max = max.max(self.backoff_min);
         self
+    }
+
+    /// The reconnect policy [`backoff`](Self::backoff) describes.
+    fn backoff_policy(&self) -> ExponentialBuilder {
+        ExponentialBuilder::new()
+            .with_min_delay(self.backoff_min)
+            .with_factor(2.0)
+            .with_max_delay(self.backoff_max)
+            .with_jitter()
+            .without_max_times()
     }
 
     /// At shutdown, how long to wait for outstanding deliveries to be acked before closing
@@ -107,12 +123,22 @@ impl AmqpConfig {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
             what: "kafka_seq::amqp::AmqpConfig::consume",
         })?;
+        describe_once();
+        let metrics = Arc::new(AmqpMetrics::new(&self.queue));
         let session = connect(&self).await?;
         let (tx, rx) = mpsc::channel(usize::from(self.prefetch));
         let (done_tx, done_rx) = watch::channel(false);
         let cancel = CancellationToken::new();
         let permits = Arc::new(Semaphore::new(usize::from(self.prefetch)));
-        runtime.spawn(run(self, session, tx, permits, cancel.clone(), done_tx));
+        runtime.spawn(run(
+            self,
+            session,
+            tx,
+            permits,
+            metrics,
+            cancel.clone(),
+            done_tx,
+        ));
         Ok(AmqpStream {
             rx,
             control: AmqpControl {
@@ -190,11 +216,13 @@ async fn run(
     first: Session,
     tx: mpsc::Sender<Result<AmqpDelivery, Error>>,
     permits: Arc<Semaphore>,
+    metrics: Arc<AmqpMetrics>,
     cancel: CancellationToken,
     done: watch::Sender<bool>,
 ) {
     let mut session = Some(first);
-    let mut backoff = config.backoff_min;
+    // Endless (no maximum number of attempts): `unwrap_or`'s fallback is never used.
+    let mut delays = config.backoff_policy().build();
     let mut last: Option<Session> = None;
     'outer: loop {
         let mut s = match session.take() {
@@ -202,17 +230,18 @@ async fn run(
             None => match connect(&config).await {
                 Ok(s) => {
                     tracing::info!(queue = %config.queue, "amqp reconnected");
-                    backoff = config.backoff_min;
+                    metrics.reconnects.increment(1);
+                    delays = config.backoff_policy().build();
                     s
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "amqp reconnect failed");
+                    let wait = delays.next().unwrap_or(config.backoff_max);
+                    tracing::warn!(error = %e, retry_in = ?wait, "amqp reconnect failed");
                     tokio::select! {
                         () = cancel.cancelled() => break 'outer,
                         () = tx.closed() => break 'outer,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(config.backoff_max);
                     continue 'outer;
                 }
             },
@@ -235,6 +264,7 @@ async fn run(
             };
             match next {
                 Some(Ok(d)) => {
+                    metrics.received.increment(1);
                     let delivery = AmqpDelivery {
                         data: Bytes::from(d.data),
                         routing_key: d.routing_key.into(),
@@ -243,6 +273,7 @@ async fn run(
                         properties: d.properties,
                         delivery_tag: d.delivery_tag,
                         acker: d.acker,
+                        metrics: metrics.clone(),
                         _permit: permit,
                     };
                     tokio::select! {
@@ -263,12 +294,12 @@ async fn run(
                 }
             }
         }
+        let wait = delays.next().unwrap_or(config.backoff_max);
         tokio::select! {
             () = cancel.cancelled() => break 'outer,
             () = tx.closed() => break 'outer,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(wait) => {}
         }
-        backoff = (backoff * 2).min(config.backoff_max);
     }
     drop(tx);
     if let Some(s) = last {
@@ -304,6 +335,7 @@ pub struct AmqpDelivery {
     pub properties: BasicProperties,
     delivery_tag: u64,
     acker: Acker,
+    metrics: Arc<AmqpMetrics>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -319,7 +351,9 @@ impl AmqpDelivery {
             .ack(BasicAckOptions::default())
             .await
             .map_err(amqp_err("basic.ack", &self.routing_key))?;
-        self.sent("basic.ack", sent)
+        self.sent("basic.ack", sent)?;
+        self.metrics.acked.increment(1);
+        Ok(())
     }
 
     /// `Ok` when lapin sent the ack or nack; it answers `false` when the channel was
@@ -350,7 +384,9 @@ impl AmqpDelivery {
             })
             .await
             .map_err(amqp_err("basic.nack", &self.routing_key))?;
-        self.sent("basic.nack", sent)
+        self.sent("basic.nack", sent)?;
+        self.metrics.nacked.increment(1);
+        Ok(())
     }
 }
 
@@ -566,6 +602,37 @@ async fn check_confirms(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use backon::BackoffBuilder;
+
+    use super::AmqpConfig;
+
+    #[test]
+    fn reconnect_waits_start_at_min_double_up_to_max_with_jitter_and_never_end() {
+        let ms = Duration::from_millis;
+        let config = AmqpConfig::new("amqp://127.0.0.1", "q").backoff(ms(100), ms(400));
+        let waits: Vec<Duration> = config.backoff_policy().build().take(1000).collect();
+        assert_eq!(waits.len(), 1000, "reconnecting never gives up");
+        // Each wait is its base (100, 200, 400, 400...) plus a jitter below the base.
+        for (i, base) in [ms(100), ms(200), ms(400), ms(400)].into_iter().enumerate() {
+            assert!(
+                waits[i] >= base && waits[i] < base * 2,
+                "wait {i} is {:?}, base {base:?}",
+                waits[i]
+            );
+        }
+        assert!(waits.iter().all(|w| *w < ms(800)), "capped at max + jitter");
+        assert!(
+            waits.iter().any(|w| *w != waits[3]),
+            "jitter varies the waits at the cap"
+        );
+        // A bad range is made sane: at least 1 ms, max not below min.
+        let odd = AmqpConfig::new("amqp://127.0.0.1", "q").backoff(Duration::ZERO, Duration::ZERO);
+        let waits: Vec<Duration> = odd.backoff_policy().build().take(3).collect();
+        assert!(waits.iter().all(|w| *w >= ms(1) && *w < ms(2)), "{waits:?}");
+    }
+
     #[test]
     fn urls_are_redacted() {
         assert_eq!(

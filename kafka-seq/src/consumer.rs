@@ -44,6 +44,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
+use metrics::Counter;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
 };
@@ -52,6 +53,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{Notify, watch};
 
+use crate::ffi;
+use crate::metrics::{ConsumerMetrics, describe_once};
 use crate::offsets::{Part, Tracker};
 use crate::{Error, kafka_err};
 
@@ -185,12 +188,15 @@ impl ConsumerConfig {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
             what: "kafka_seq::ConsumerConfig::subscribe",
         })?;
+        describe_once();
+        let metrics = ConsumerMetrics::new();
         let tracker = Arc::new(Tracker::default());
         let failed_revoke_commits = Arc::new(AtomicUsize::new(0));
         let context = SeqContext {
             tracker: tracker.clone(),
             group: self.group.clone(),
             failed_revoke_commits: failed_revoke_commits.clone(),
+            commit_errors: metrics.commit_errors.clone(),
         };
         // StreamConsumer::from_config_and_context spawns its wake-up task on the current
         // runtime (checked above).
@@ -228,6 +234,7 @@ impl ConsumerConfig {
             closing: AtomicBool::new(false),
             drained: Notify::new(),
             fetcher: Mutex::new(Some(Fetcher::new(consumer.clone(), |c| c.stream()))),
+            metrics,
         });
         let (done_tx, done_rx) = watch::channel(None);
         let task = Committer {
@@ -238,6 +245,7 @@ impl ConsumerConfig {
             close_timeout: self.close_timeout,
             group: self.group,
             failed_revoke_commits,
+            reported_unacked: AtomicUsize::new(0),
         };
         runtime.spawn(task.run(done_tx));
         Ok(KafkaStream {
@@ -300,6 +308,7 @@ impl Ack {
     /// The message was processed.
     pub fn ack(mut self) {
         self.done = true;
+        self.part.metrics.acked.increment(1);
         if self.tracked {
             self.part.ack(self.offset);
         }
@@ -313,6 +322,7 @@ impl Ack {
     }
 
     fn do_nack(&self) {
+        self.part.metrics.nacked.increment(1);
         if self.tracked {
             self.part.nack(self.offset);
         }
@@ -361,6 +371,7 @@ struct Shared {
     /// tasks); the committer takes it away at shutdown so that it holds the last reference
     /// to the client when it closes it.
     fetcher: Mutex<Option<Fetcher>>,
+    metrics: ConsumerMetrics,
 }
 
 impl Shared {
@@ -503,6 +514,7 @@ fn message(shared: &Arc<Shared>, m: &BorrowedMessage<'_>) -> Option<KafkaMessage
     };
     // Counted before the Ack exists: its drop releases it.
     shared.outstanding.fetch_add(1, Ordering::SeqCst);
+    delivered.part.metrics.received.increment(1);
     Some(KafkaMessage {
         topic: delivered.part.topic.clone(),
         partition: m.partition(),
@@ -576,6 +588,7 @@ struct SeqContext {
     group: String,
     /// Commits on revoke that failed (their messages will be redelivered).
     failed_revoke_commits: Arc<AtomicUsize>,
+    commit_errors: Counter,
 }
 
 impl ClientContext for SeqContext {}
@@ -591,20 +604,31 @@ impl ConsumerContext for SeqContext {
             }
             Rebalance::Revoke(tpl) => {
                 let mut commit = TopicPartitionList::new();
+                let mut revoked = Vec::new();
                 for e in tpl.elements() {
-                    if let Some(offset) = self.tracker.revoke(e.topic(), e.partition()) {
+                    if let Some((offset, part)) = self.tracker.revoke(e.topic(), e.partition()) {
                         let _ = commit.add_partition_offset(
                             e.topic(),
                             e.partition(),
                             Offset::Offset(offset),
                         );
+                        revoked.push((offset, part));
                     }
                 }
-                if commit.count() > 0
-                    && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
-                {
-                    self.failed_revoke_commits.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(group = %self.group, error = %e, "commit on revoke failed; the partitions' unacknowledged tail will be redelivered");
+                if commit.count() > 0 {
+                    match consumer.commit(&commit, CommitMode::Sync) {
+                        // A synchronous commit reports here, not to the commit callback.
+                        Ok(()) => {
+                            for (offset, part) in &revoked {
+                                part.committed(*offset);
+                            }
+                        }
+                        Err(e) => {
+                            self.commit_errors.increment(1);
+                            self.failed_revoke_commits.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(group = %self.group, error = %e, "commit on revoke failed; the partitions' unacknowledged tail will be redelivered");
+                        }
+                    }
                 }
                 tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked");
             }
@@ -614,12 +638,25 @@ impl ConsumerContext for SeqContext {
         }
     }
 
+    /// The result of a periodic (asynchronous) commit, served when the consumer is next
+    /// polled or while it closes. The synchronous commits (on revoke, at shutdown) report
+    /// where they are made.
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::warn!(group = %self.group, error = %e, "offset commit failed; retrying");
-            for el in offsets.elements() {
-                if let Offset::Offset(o) = el.offset() {
-                    self.tracker.commit_failed(el.topic(), el.partition(), o);
+        match result {
+            Ok(()) => {
+                for el in offsets.elements() {
+                    if let Offset::Offset(o) = el.offset() {
+                        self.tracker.committed(el.topic(), el.partition(), o);
+                    }
+                }
+            }
+            Err(e) => {
+                self.commit_errors.increment(1);
+                tracing::warn!(group = %self.group, error = %e, "offset commit failed; retrying");
+                for el in offsets.elements() {
+                    if let Offset::Offset(o) = el.offset() {
+                        self.tracker.commit_failed(el.topic(), el.partition(), o);
+                    }
                 }
             }
         }
@@ -636,6 +673,8 @@ struct Committer {
     close_timeout: Duration,
     group: String,
     failed_revoke_commits: Arc<AtomicUsize>,
+    /// The unacked count this consumer last added to the process-wide gauge.
+    reported_unacked: AtomicUsize,
 }
 
 fn commit_list(commits: &[(Arc<str>, i32, i64)]) -> TopicPartitionList {
@@ -654,11 +693,37 @@ impl Committer {
             return;
         }
         let tpl = commit_list(&commits);
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        if let Err(e) = ffi::commit_async(self.consumer.client(), &tpl) {
+            // Refused before being sent: no commit callback follows.
+            self.shared.metrics.commit_errors.increment(1);
             tracing::warn!(group = %self.group, error = %e, "offset commit failed; retrying");
             for (t, p, o) in &commits {
                 tracker.commit_failed(t, *p, *o);
             }
+        }
+    }
+
+    /// Every commit interval: commits, and samples the gauges.
+    fn tick(&self) {
+        self.commit_async();
+        self.sample_unacked(self.shared.outstanding.load(Ordering::SeqCst));
+        let client = self.consumer.client();
+        for part in self.shared.tracker.parts() {
+            if let Some(high) = ffi::cached_high_watermark(client, &part.topic, part.partition) {
+                part.sample_lag(high);
+            }
+        }
+    }
+
+    /// Moves the process-wide unacked gauge by this consumer's change since last time (so
+    /// several consumers add up).
+    fn sample_unacked(&self, now: usize) {
+        let before = self.reported_unacked.swap(now, Ordering::Relaxed);
+        let gauge = &self.shared.metrics.unacked;
+        if now > before {
+            gauge.increment((now - before) as f64);
+        } else if before > now {
+            gauge.decrement((before - now) as f64);
         }
     }
 
@@ -679,7 +744,7 @@ impl Committer {
             tokio::select! {
                 biased;
                 () = self.stopped() => break,
-                _ = ticker.tick() => self.commit_async(),
+                _ = ticker.tick() => self.tick(),
             }
         }
         // Drain: wait for every handed-out message to be acknowledged (or dropped).
@@ -692,7 +757,7 @@ impl Committer {
                 }
                 tokio::select! {
                     () = drained => {}
-                    _ = ticker.tick() => self.commit_async(),
+                    _ = ticker.tick() => self.tick(),
                 }
             }
         };
@@ -702,6 +767,8 @@ impl Committer {
         {
             tracing::warn!(group = %self.group, "shutdown: unacknowledged messages remain; they will be redelivered");
         }
+        // The consumer stops counting in the gauge (what is still out is redelivered later).
+        self.sample_unacked(0);
         let Committer {
             consumer,
             shared,
@@ -727,7 +794,12 @@ impl Committer {
             } else {
                 consumer.commit(&commit_list(&commits), CommitMode::Sync)
             };
-            if result.is_err() {
+            if result.is_ok() {
+                for (t, p, o) in &commits {
+                    tracker.committed(t, *p, *o);
+                }
+            } else {
+                shared.metrics.commit_errors.increment(1);
                 // Leaving the group below revokes the partitions, and the revoke commits again.
                 for (t, p, o) in &commits {
                     tracker.commit_failed(t, *p, *o);

@@ -7,12 +7,30 @@
 //!   [`Ack`] handle. Offsets are committed per partition only up to the highest
 //!   *contiguously* acknowledged offset + 1: periodically, when a partition is revoked, and
 //!   on shutdown. At least once, never "committed but not processed".
-//! - [`producer`]: a Kafka producer with bounded in-flight messages, per-message delivery
-//!   acknowledgements and a `Sink` that flushes on close; idempotent by default.
+//! - [`producer`]: a Kafka producer with bounded in-flight messages, a [`DeliveryReport`]
+//!   per message (a future resolving to [`Delivered`]: where Kafka stored it) and a `Sink`
+//!   that flushes on close; idempotent by default.
 //! - `amqp` (feature `amqp`): a RabbitMQ consumer stream (prefetch as the bound, ack/nack
-//!   handles, reconnect with backoff) and a publisher with confirms.
+//!   handles, reconnect forever with exponential backoff and jitter) and a publisher with
+//!   confirms.
 //!
 //! Every client takes librdkafka properties as `key=value` pairs ([`parse_property`]).
+//!
+//! # Metrics
+//!
+//! Recorded through the [`metrics`](https://docs.rs/metrics) facade (no-ops until a recorder
+//! is installed), named `kafka_seq_<what>[_unit]`, labelled only by `topic`, `partition` and
+//! (AMQP) `queue`. [`describe_metrics`] lists and describes them all:
+//! - consumer: `kafka_seq_consumer_received_total`, `_acked_total`, `_nacked_total`,
+//!   `_committed_offset` and `_lag` per topic and partition; `kafka_seq_consumer_unacked` and
+//!   `kafka_seq_consumer_commit_errors_total`;
+//! - producer: `kafka_seq_producer_in_flight`; `kafka_seq_producer_delivered_total`,
+//!   `_delivery_errors_total` and `_delivery_seconds` (histogram) per topic;
+//! - AMQP: `kafka_seq_amqp_received_total`, `_acked_total`, `_nacked_total`,
+//!   `_reconnects_total` per queue.
+//!
+//! Handles are built once per partition assignment, topic or client; the per-message path
+//! only increments them.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -29,6 +47,8 @@
 //! # });
 //! ```
 #![warn(missing_docs)]
+// Only `ffi` (two reads of librdkafka state for metrics) may use `unsafe`.
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -37,16 +57,23 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod consumer;
+mod ffi;
+mod in_flight;
+mod metrics;
 mod offsets;
 mod pipe;
 pub mod producer;
 
+pub use crate::metrics::describe_metrics;
 pub use consumer::{Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream};
 pub use pipe::{PipeSender, PipeStream, pipe};
-pub use producer::{Delivered, Delivery, KafkaProducer, KafkaSink, ProducerConfig, Record};
+pub use producer::{Delivered, DeliveryReport, KafkaProducer, KafkaSink, ProducerConfig, Record};
 
 /// Everything that can go wrong in this crate.
+///
+/// Non-exhaustive: new kinds of failure may be added, so a `match` needs a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The pipe was closed or its stream dropped.
     #[error("pipe closed: the pipe was closed or its stream dropped")]

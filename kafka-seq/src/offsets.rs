@@ -4,10 +4,13 @@
 //! Each assignment of a partition gets its own [`Part`], shared with the acknowledgement
 //! handles of its messages: an ack locks only its partition (no map lookup, no lock shared
 //! with other partitions), and acks of an earlier assignment land on a revoked `Part` and
-//! are ignored.
+//! are ignored. The partition's metric handles live in its `Part` too, so the per-message
+//! path increments them without a lookup.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::metrics::PartitionMetrics;
 
 /// One assignment of one partition.
 #[derive(Debug)]
@@ -16,6 +19,8 @@ pub(crate) struct Part {
     pub topic: Arc<str>,
     /// The partition number.
     pub partition: i32,
+    /// The metrics of this partition (labels built once per assignment).
+    pub metrics: PartitionMetrics,
     state: Mutex<PartState>,
 }
 
@@ -34,6 +39,10 @@ struct PartState {
     /// Set by a nack (or an ack handle dropped unacknowledged): commits never pass it for the
     /// rest of this assignment and later deliveries are not tracked.
     limit: Option<i64>,
+    /// The offset after the last one handed out (for the lag), once one was.
+    next: Option<i64>,
+    /// The highest offset Kafka confirmed committing (for the committed-offset gauge).
+    confirmed: Option<i64>,
 }
 
 impl Part {
@@ -69,6 +78,34 @@ impl Part {
         // Offsets at or past the limit can never be committed now: stop tracking them.
         while state.pending.back().is_some_and(|(o, _)| *o >= limit) {
             state.pending.pop_back();
+        }
+    }
+
+    /// Kafka confirmed committing `offset`: the committed-offset gauge follows (never
+    /// backwards, as a late confirmation of an earlier commit may arrive after a later one).
+    pub fn committed(&self, offset: i64) {
+        let mut state = self.lock();
+        if state.confirmed.is_none_or(|c| c < offset) {
+            state.confirmed = Some(offset);
+            self.metrics.committed_offset.set(offset as f64);
+        }
+    }
+
+    /// Sets the lag gauge from the partition's high watermark `high`: how many messages
+    /// after the next one to hand out. Nothing until a message was handed out in this
+    /// assignment (the position is unknown before).
+    pub fn sample_lag(&self, high: i64) {
+        let next = {
+            let state = self.lock();
+            if state.revoked {
+                return;
+            }
+            state.next
+        };
+        if let Some(next) = next {
+            self.metrics
+                .lag
+                .set(high.saturating_sub(next).max(0) as f64);
         }
     }
 }
@@ -141,6 +178,7 @@ impl Tracker {
         let part = Arc::new(Part {
             topic: tp.name.clone(),
             partition,
+            metrics: PartitionMetrics::new(topic, partition),
             state: Mutex::new(PartState::default()),
         });
         if let Some(old) = tp.parts[i].replace(part) {
@@ -149,17 +187,22 @@ impl Tracker {
     }
 
     /// A partition is revoked: forget it and return the offset to commit for it, if any
-    /// progress was not committed yet.
-    pub fn revoke(&self, topic: &str, partition: i32) -> Option<i64> {
+    /// progress was not committed yet, with the assignment it belonged to. Its lag gauge
+    /// goes to 0 (this consumer no longer lags on it; its next owner reports its own).
+    pub fn revoke(&self, topic: &str, partition: i32) -> Option<(i64, Arc<Part>)> {
         let mut g = self.lock();
         let tp = g.topics.get_mut(topic)?;
         let part = tp.parts.get_mut(index(partition)?)?.take()?;
         if tp.parts.iter().all(Option::is_none) {
             g.topics.remove(topic);
         }
-        let mut state = part.lock();
-        state.revoked = true;
-        state.committable.filter(|c| state.committed != Some(*c))
+        let offset = {
+            let mut state = part.lock();
+            state.revoked = true;
+            state.committable.filter(|c| state.committed != Some(*c))
+        };
+        part.metrics.lag.set(0.0);
+        offset.map(|o| (o, part))
     }
 
     /// A message was fetched; `None` when its partition is not assigned (a stale message
@@ -168,6 +211,9 @@ impl Tracker {
         let part = self.lock().part(topic, partition)?.clone();
         let tracked = {
             let mut state = part.lock();
+            if state.next.is_none_or(|n| n <= offset) {
+                state.next = Some(offset + 1);
+            }
             if state.limit.is_some() {
                 false
             } else if state
@@ -198,6 +244,19 @@ impl Tracker {
             }
         }
         out
+    }
+
+    /// Kafka confirmed committing `offset` for this partition (if still assigned here).
+    pub fn committed(&self, topic: &str, partition: i32, offset: i64) {
+        let part = self.lock().part(topic, partition).cloned();
+        if let Some(part) = part {
+            part.committed(offset);
+        }
+    }
+
+    /// The assigned partitions (their current assignments).
+    pub fn parts(&self) -> Vec<Arc<Part>> {
+        self.lock().parts().cloned().collect()
     }
 
     /// A commit of `offset` failed: commit it again next time.
@@ -312,7 +371,7 @@ mod tests {
         let t = Tracker::default();
         t.assign("a", 1);
         let old = t.deliver("a", 1, 7).unwrap().part;
-        assert_eq!(t.revoke("a", 1), None);
+        assert!(t.revoke("a", 1).is_none());
         assert!(
             t.deliver("a", 1, 8).is_none(),
             "revoked partitions are not handed out"
@@ -346,10 +405,82 @@ mod tests {
         t.deliver("a", 0, 1).unwrap();
         pa.ack(1);
         assert_eq!(t.assignment().len(), 2);
-        assert_eq!(t.revoke("a", 0), Some(2));
-        assert_eq!(t.revoke("b", 2), None, "already committed");
+        assert_eq!(t.revoke("a", 0).map(|(o, _)| o), Some(2));
+        assert!(t.revoke("b", 2).is_none(), "already committed");
         assert_eq!(t.uncommitted(), 0);
         assert!(t.assignment().is_empty());
+    }
+
+    #[test]
+    fn committed_offset_and_lag_gauges() {
+        let recorder = telemetry::Recorder::new();
+        let t = Tracker::default();
+        // The partition's handles are built at assignment.
+        metrics::with_local_recorder(&recorder, || t.assign("m", 2));
+        let labels = [("partition", "2"), ("topic", "m")];
+        let gauge = |name: &str| recorder.snapshot().gauge(name, &labels);
+        let p = t.deliver("m", 2, 10).unwrap().part;
+        p.sample_lag(20);
+        assert_eq!(
+            gauge("kafka_seq_consumer_lag"),
+            Some(9.0),
+            "next to hand out: 11"
+        );
+        t.deliver("m", 2, 11).unwrap();
+        p.sample_lag(20);
+        assert_eq!(gauge("kafka_seq_consumer_lag"), Some(8.0));
+        p.sample_lag(5);
+        assert_eq!(gauge("kafka_seq_consumer_lag"), Some(0.0), "never negative");
+        t.committed("m", 2, 11);
+        assert_eq!(gauge("kafka_seq_consumer_committed_offset"), Some(11.0));
+        t.committed("m", 2, 10);
+        assert_eq!(
+            gauge("kafka_seq_consumer_committed_offset"),
+            Some(11.0),
+            "a late confirmation of an earlier commit does not move it back"
+        );
+        t.committed("m", 3, 50); // not assigned: nothing
+        p.ack(10);
+        p.ack(11);
+        p.sample_lag(20);
+        assert_eq!(gauge("kafka_seq_consumer_lag"), Some(8.0));
+        let (offset, revoked) = t.revoke("m", 2).unwrap();
+        assert_eq!(
+            gauge("kafka_seq_consumer_lag"),
+            Some(0.0),
+            "not ours any more"
+        );
+        assert_eq!(offset, 12);
+        revoked.committed(offset);
+        assert_eq!(gauge("kafka_seq_consumer_committed_offset"), Some(12.0));
+        revoked.sample_lag(100);
+        assert_eq!(
+            gauge("kafka_seq_consumer_lag"),
+            Some(0.0),
+            "a revoked assignment's lag is not sampled again"
+        );
+    }
+
+    #[test]
+    fn lag_is_unknown_until_a_message_was_handed_out() {
+        let recorder = telemetry::Recorder::new();
+        let t = Tracker::default();
+        metrics::with_local_recorder(&recorder, || t.assign("n", 0));
+        let lag = || {
+            recorder.snapshot().gauge(
+                "kafka_seq_consumer_lag",
+                &[("topic", "n"), ("partition", "0")],
+            )
+        };
+        for part in t.parts() {
+            part.sample_lag(7);
+        }
+        assert_eq!(lag(), Some(0.0), "registered, not set (7 would be a guess)");
+        t.deliver("n", 0, 5).unwrap();
+        for part in t.parts() {
+            part.sample_lag(7);
+        }
+        assert_eq!(lag(), Some(1.0));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! [`KafkaProducer::send`] waits for room (at most
 //! [`max_in_flight`](ProducerConfig::max_in_flight) messages are unacknowledged), enqueues the
-//! message and returns a [`Delivery`] future that resolves once Kafka acknowledged it (or
-//! the delivery failed). [`KafkaSink`] is the same as a `futures::Sink`: flushing or closing
+//! message and returns a [`DeliveryReport`], a future that resolves to where Kafka stored it
+//! ([`Delivered`]) once Kafka acknowledged it, or to the error when the delivery failed. [`KafkaSink`] is the same as a `futures::Sink`: flushing or closing
 //! it waits for every acknowledgement and reports the first failure. The producer is
 //! idempotent unless `enable.idempotence=false` is set: retries never duplicate or reorder.
 //!
@@ -25,10 +25,11 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,8 +40,11 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
-use tokio::sync::{Notify, futures::OwnedNotified, oneshot};
+use tokio::sync::oneshot;
 
+use crate::ffi;
+use crate::in_flight::{InFlight, PollWait};
+use crate::metrics::{TopicMetrics, describe_once, producer_in_flight};
 use crate::{Error, kafka_err};
 
 /// Configuration of a [`KafkaProducer`].
@@ -94,6 +98,7 @@ impl ProducerConfig {
     /// # Errors
     /// [`Error::Kafka`] when librdkafka refuses the configuration.
     pub fn create(self) -> Result<KafkaProducer, Error> {
+        describe_once();
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
@@ -104,7 +109,7 @@ impl ProducerConfig {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
-        let in_flight = Arc::new(InFlight::new(self.max_in_flight));
+        let in_flight = Arc::new(InFlight::new(self.max_in_flight, producer_in_flight()));
         let producer: ThreadedProducer<DeliveryContext> = c
             .create_with_context(DeliveryContext {
                 in_flight: in_flight.clone(),
@@ -115,6 +120,7 @@ impl ProducerConfig {
                 producer,
                 in_flight,
                 flush_timeout: self.flush_timeout,
+                topics: Topics::default(),
             }),
         })
     }
@@ -180,14 +186,18 @@ pub struct Delivered {
 
 type Report = Result<Delivered, Error>;
 
-/// Resolves when Kafka acknowledged (or finally refused) one message.
+/// Kafka's report on one produced message: a future resolving to where Kafka stored it
+/// ([`Delivered`]) once acknowledged, or to [`Error::Delivery`] when Kafka finally refused it
+/// ([`Error::DeliveryLost`] if the producer went away first).
+///
+/// (Not to be confused with `amqp::AmqpDelivery`, a message delivered *to* this process.)
 #[derive(Debug)]
-#[must_use = "a Delivery tells whether the message was stored"]
-pub struct Delivery {
+#[must_use = "a DeliveryReport tells whether the message was stored: await it"]
+pub struct DeliveryReport {
     rx: oneshot::Receiver<Report>,
 }
 
-impl Future for Delivery {
+impl Future for DeliveryReport {
     type Output = Result<Delivered, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -197,163 +207,14 @@ impl Future for Delivery {
     }
 }
 
-/// The producer-wide bound on enqueued, unacknowledged messages: a counter taken by senders
-/// and given back by delivery reports, plus a wake-up for senders waiting for room (the
-/// delivery thread only reads `waiting` unless someone waits, then wakes one per slot).
-struct InFlight {
-    count: AtomicUsize,
-    max: usize,
-    waiting: AtomicUsize,
-    room: Arc<Notify>,
-}
-
-impl InFlight {
-    fn new(max: usize) -> Self {
-        Self {
-            count: AtomicUsize::new(0),
-            max,
-            waiting: AtomicUsize::new(0),
-            room: Arc::new(Notify::new()),
-        }
-    }
-
-    /// Takes one slot if there is room.
-    fn try_take(&self) -> bool {
-        self.try_take_up_to(1) == 1
-    }
-
-    /// Takes up to `n` slots, as many as there is room for (maybe none).
-    fn try_take_up_to(&self, n: usize) -> usize {
-        let mut count = self.count.load(Ordering::Relaxed);
-        loop {
-            let take = n.min(self.max.saturating_sub(count));
-            if take == 0 {
-                return 0;
-            }
-            match self.count.compare_exchange_weak(
-                count,
-                count + take,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return take,
-                Err(now) => count = now,
-            }
-        }
-    }
-
-    /// Gives one slot back (a delivery report, or a message librdkafka refused).
-    fn give_back(&self) {
-        self.give_back_many(1);
-    }
-
-    /// Gives `n` slots back, waking one waiting sender per slot (a woken sender that finds
-    /// the slot taken waits again; one dropped while woken passes the wake-up on).
-    fn give_back_many(&self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        self.count.fetch_sub(n, Ordering::SeqCst);
-        let waiting = self.waiting.load(Ordering::SeqCst);
-        for _ in 0..n.min(waiting) {
-            self.room.notify_one();
-        }
-    }
-
-    /// How many slots a sink reserves at a time: one shared-counter update per chunk
-    /// rather than per message, while a sink never sits on more than 1/16 of the bound.
-    fn chunk(&self) -> usize {
-        (self.max / 16).clamp(1, 64)
-    }
-
-    /// Takes a slot, waiting for room. The slot is given back if the returned guard is
-    /// dropped before [`Slot::keep`] (a `send` cancelled while waiting loses nothing).
-    async fn take(&self) -> Slot<'_> {
-        loop {
-            if self.try_take() {
-                return Slot(Some(self));
-            }
-            let room = self.room.clone().notified_owned();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            let waiting = Waiting::new(self);
-            // A slot given back before `enable` is seen here; one given back after it
-            // notifies `room`.
-            if self.try_take() {
-                return Slot(Some(self));
-            }
-            room.await;
-            drop(waiting);
-        }
-    }
-
-    /// `take` for a poll-based caller; `wait` holds its registration between polls.
-    fn poll_take(
-        &self,
-        wait: &mut Option<Pin<Box<OwnedNotified>>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<()> {
-        loop {
-            if let Some(room) = wait.as_mut() {
-                if room.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                *wait = None;
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-            }
-            if self.try_take() {
-                return Poll::Ready(());
-            }
-            let mut room = Box::pin(self.room.clone().notified_owned());
-            room.as_mut().enable();
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            if self.try_take() {
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                return Poll::Ready(());
-            }
-            *wait = Some(room);
-        }
-    }
-}
-
-/// An in-flight slot held by a `send` until its message is enqueued.
-struct Slot<'a>(Option<&'a InFlight>);
-
-impl Slot<'_> {
-    /// The message was enqueued: its delivery report gives the slot back.
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        if let Some(in_flight) = self.0 {
-            in_flight.give_back();
-        }
-    }
-}
-
-/// Counts a sender waiting for room while it lives.
-struct Waiting<'a>(&'a InFlight);
-
-impl<'a> Waiting<'a> {
-    fn new(in_flight: &'a InFlight) -> Self {
-        in_flight.waiting.fetch_add(1, Ordering::SeqCst);
-        Self(in_flight)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// What a delivery report goes to: one waiting [`Delivery`], or a sink's shared counters.
-/// Each enqueued message holds one in-flight slot, given back when its report arrives.
+/// What a delivery report goes to: one waiting [`DeliveryReport`] (with its topic's
+/// metrics), or a sink's shared counters. Each enqueued message holds one in-flight slot,
+/// given back when its report arrives.
 enum Token {
-    One(std::sync::Mutex<Option<oneshot::Sender<Report>>>),
+    One {
+        tx: Mutex<Option<oneshot::Sender<Report>>>,
+        metrics: Arc<TopicMetrics>,
+    },
     Sink(Arc<SinkState>),
 }
 
@@ -363,23 +224,52 @@ enum Token {
 /// reach it through a token the sink replaces every [`TOKEN_USES`] messages, so the token's
 /// reference count is not written by both threads for every message.
 struct SinkState {
+    /// The sink's topic's delivery metrics.
+    metrics: Arc<TopicMetrics>,
     reported: AtomicU64,
     /// While a flush or close waits: how many were sent; otherwise `u64::MAX`.
     flush_at: AtomicU64,
     failed: AtomicBool,
-    error: std::sync::Mutex<Option<Error>>,
+    error: Mutex<Option<Error>>,
     waker: AtomicWaker,
 }
 
-impl Default for SinkState {
-    fn default() -> Self {
+impl SinkState {
+    fn new(metrics: Arc<TopicMetrics>) -> Self {
         Self {
+            metrics,
             reported: AtomicU64::new(0),
             flush_at: AtomicU64::new(u64::MAX),
             failed: AtomicBool::new(false),
-            error: std::sync::Mutex::new(None),
+            error: Mutex::new(None),
             waker: AtomicWaker::new(),
         }
+    }
+}
+
+/// A producer's per-topic delivery metrics, built once per topic. The first topic sent to
+/// (usually the only one) is found without a lock; others through a map.
+#[derive(Default)]
+struct Topics {
+    first: OnceLock<Arc<TopicMetrics>>,
+    others: Mutex<HashMap<Box<str>, Arc<TopicMetrics>>>,
+}
+
+impl Topics {
+    fn get(&self, topic: &str) -> Arc<TopicMetrics> {
+        let first = self
+            .first
+            .get_or_init(|| Arc::new(TopicMetrics::new(topic)));
+        if *first.topic == *topic {
+            return first.clone();
+        }
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = others.get(topic) {
+            return m.clone();
+        }
+        let m = Arc::new(TopicMetrics::new(topic));
+        others.insert(topic.into(), m.clone());
+        m
     }
 }
 
@@ -394,6 +284,19 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Arc<Token>) {
         self.in_flight.give_back();
+        let metrics = match &*token {
+            Token::One { metrics, .. } => &**metrics,
+            Token::Sink(state) => &*state.metrics,
+        };
+        match result {
+            Ok(m) => {
+                metrics.delivered.increment(1);
+                if let Some(latency) = ffi::delivery_latency(m) {
+                    metrics.seconds.record(latency);
+                }
+            }
+            Err(_) => metrics.errors.increment(1),
+        }
         let report = || match result {
             Ok(m) => Ok(Delivered {
                 partition: m.partition(),
@@ -405,7 +308,7 @@ impl ProducerContext for DeliveryContext {
             }),
         };
         match &*token {
-            Token::One(tx) => {
+            Token::One { tx, .. } => {
                 let tx = tx.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(tx) = tx {
                     let _ = tx.send(report());
@@ -434,6 +337,7 @@ struct Inner {
     producer: ThreadedProducer<DeliveryContext>,
     in_flight: Arc<InFlight>,
     flush_timeout: Duration,
+    topics: Topics,
 }
 
 /// A Kafka producer; cheap to clone (clones share the client).
@@ -452,20 +356,23 @@ impl std::fmt::Debug for KafkaProducer {
 
 impl KafkaProducer {
     /// Enqueues `record` for `topic`, waiting while `max_in_flight` messages are
-    /// unacknowledged; the returned [`Delivery`] resolves with Kafka's acknowledgement.
+    /// unacknowledged; the returned [`DeliveryReport`] resolves with Kafka's acknowledgement.
     ///
     /// # Errors
     /// [`Error::Kafka`] when librdkafka refuses the message (too large, unknown partition...).
-    pub async fn send(&self, topic: &str, record: &Record) -> Result<Delivery, Error> {
+    pub async fn send(&self, topic: &str, record: &Record) -> Result<DeliveryReport, Error> {
         let slot = self.inner.in_flight.take().await;
         let (tx, rx) = oneshot::channel();
-        let token = Arc::new(Token::One(std::sync::Mutex::new(Some(tx))));
+        let token = Arc::new(Token::One {
+            tx: Mutex::new(Some(tx)),
+            metrics: self.inner.topics.get(topic),
+        });
         // librdkafka's own queue may be full (by bytes): wait for deliveries to drain it.
         while !self.enqueue(topic, record, token.clone())? {
             tokio::time::sleep(QUEUE_FULL_RETRY).await;
         }
         slot.keep();
-        Ok(Delivery { rx })
+        Ok(DeliveryReport { rx })
     }
 
     /// Hands the record to librdkafka with `token` (the caller holds an in-flight
@@ -534,14 +441,16 @@ impl KafkaProducer {
 
     /// A `Sink` of records for `topic` sharing this producer's client and in-flight bound.
     pub fn sink(&self, topic: impl Into<String>) -> KafkaSink {
+        let topic = topic.into();
+        let metrics = self.inner.topics.get(&topic);
         KafkaSink {
             producer: self.clone(),
-            topic: topic.into(),
-            state: Arc::new(SinkState::default()),
+            topic,
+            state: Arc::new(SinkState::new(metrics)),
             token: None,
             sent: 0,
             slots: 0,
-            wait: None,
+            wait: PollWait::default(),
             blocked: None,
             retry: None,
         }
@@ -577,7 +486,7 @@ pub struct KafkaSink {
     /// In-flight slots reserved by `poll_ready` and not used yet (taken a chunk at a time).
     slots: usize,
     /// Registration while waiting for an in-flight slot.
-    wait: Option<Pin<Box<OwnedNotified>>>,
+    wait: PollWait,
     /// A record librdkafka's full queue refused; it holds a slot and is retried first.
     blocked: Option<Record>,
     retry: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -596,14 +505,9 @@ impl Drop for KafkaSink {
     fn drop(&mut self) {
         // Unused slots, and the one a blocked record holds, go back.
         let held = self.slots + usize::from(self.blocked.is_some());
-        self.producer.inner.in_flight.give_back_many(held);
-        if self.wait.is_some() {
-            self.producer
-                .inner
-                .in_flight
-                .waiting
-                .fetch_sub(1, Ordering::SeqCst);
-        }
+        let in_flight = &self.producer.inner.in_flight;
+        in_flight.give_back_many(held);
+        in_flight.cancel_wait(&mut self.wait);
     }
 }
 
@@ -717,7 +621,7 @@ impl Sink<Record> for KafkaSink {
             return Poll::Ready(Ok(()));
         }
         let in_flight = &this.producer.inner.in_flight;
-        if this.wait.is_none() {
+        if !this.wait.is_waiting() {
             this.slots = in_flight.try_take_up_to(in_flight.chunk());
             if this.slots > 0 {
                 return Poll::Ready(Ok(()));

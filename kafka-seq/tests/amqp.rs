@@ -2,6 +2,7 @@
 #![cfg(feature = "amqp")]
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,6 +18,16 @@ async fn next(stream: &mut AmqpStream) -> AmqpDelivery {
         .expect("a delivery within the time limit")
         .expect("the stream goes on")
         .expect("no consumer error")
+}
+
+/// The global recorder of this test binary (series are told apart by their queue label).
+fn recorder() -> &'static telemetry::Recorder {
+    static RECORDER: OnceLock<telemetry::Recorder> = OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let recorder = telemetry::Recorder::new();
+        metrics::set_global_recorder(recorder.clone()).unwrap();
+        recorder
+    })
 }
 
 fn id(d: &AmqpDelivery) -> usize {
@@ -91,6 +102,7 @@ async fn a_cancelled_consumer_reconnects_with_backoff() {
     let Some(url) = service_url(AMQP, "amqp reconnect") else {
         return;
     };
+    let recorder = recorder();
     let queue = unique_name("kseq_reconnect_");
     let publisher = AmqpPublisher::connect(&url).await.unwrap();
     publisher.declare_queue(&queue).await.unwrap();
@@ -112,9 +124,18 @@ async fn a_cancelled_consumer_reconnects_with_backoff() {
     let d = next(&mut stream).await;
     assert_eq!(&d.data[..], b"after");
     d.ack().await.unwrap();
+    publisher.publish("", &queue, b"rejected").await.unwrap();
+    let d = next(&mut stream).await;
+    d.nack(false).await.unwrap();
     let control = stream.control();
     drop(stream);
     timeout(WAIT, control.closed()).await.unwrap();
+    let snapshot = recorder.snapshot();
+    let count = |name: &str| snapshot.counter(name, &[("queue", queue.as_str())]);
+    assert_eq!(count("kafka_seq_amqp_received_total"), Some(3));
+    assert_eq!(count("kafka_seq_amqp_acked_total"), Some(2));
+    assert_eq!(count("kafka_seq_amqp_nacked_total"), Some(1));
+    assert_eq!(count("kafka_seq_amqp_reconnects_total"), Some(1));
     publisher.delete_queue(&queue).await.unwrap();
     publisher.close().await;
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use kafka_seq::{ConsumerConfig, KafkaMessage, KafkaStream, ProducerConfig, Record};
+use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaApiKey;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use test_services::kafka::KafkaCluster;
 use test_services::unique_name;
@@ -170,6 +172,37 @@ async fn out_of_order_acks_commit_only_the_contiguous_prefix() {
     assert_eq!(first.offset, 6);
     drop(first);
     drop(again);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_periodic_commit_is_committed_again() {
+    let cluster = KafkaCluster::start(1);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name("recommit-");
+    let group = unique_name("g-");
+    cluster.create_topic(&topic, 1);
+    produce(&brokers, &topic, 0..5, 1).await;
+
+    // The broker refuses the first offset commit.
+    cluster.mock().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE],
+    );
+    let mut stream = consumer(&brokers, &group, &topic);
+    let control = stream.control();
+    for _ in 0..5 {
+        next(&mut stream).await.ack.ack();
+    }
+    // The failure comes back while the stream is polled, and the offset is committed again
+    // (with no new progress to carry it): not only at shutdown, never lost.
+    let polling = tokio::spawn(async move {
+        let extra = stream.next().await;
+        assert!(extra.is_none(), "no sixth message: {extra:?}");
+    });
+    wait_committed(&brokers, &group, &topic, &[5]).await;
+    control.shutdown();
+    timeout(WAIT, polling).await.unwrap().unwrap();
+    timeout(WAIT, control.closed()).await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
