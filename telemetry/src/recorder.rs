@@ -154,6 +154,11 @@ impl Recorder {
     }
 
     /// The description given for metric `name`, if any.
+    /// The help text a metric was described with (`describe_counter!` and friends), if any.
+    pub fn help(&self, name: &str) -> Option<String> {
+        self.description(name).map(|d| d.text.into_owned())
+    }
+
     pub(crate) fn description(&self, name: &str) -> Option<Description> {
         read(&self.registry.descriptions).get(name).cloned()
     }
