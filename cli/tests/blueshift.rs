@@ -404,6 +404,48 @@ async fn a_config_file_is_read_and_flags_and_variables_override_it() {
     );
 }
 
+#[tokio::test]
+async fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wh, _c) = warehouse(dir.path()).await;
+    let store = dir.path().join("store");
+    write(&store, "in/manifest.edn", MANIFEST.as_bytes());
+    write(&store, "in/a.tsv", b"foo\tbar\n1\tnew\n");
+    let store_url = format!("file://{}", store.display());
+    let run = |extra: &[&str]| {
+        blueshift()
+            .env("RUST_LOG", "info")
+            .args(["--store", &store_url, "--warehouse", &wh, "--once"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let text = run(&[]);
+    assert_eq!(text.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&text.stderr);
+    assert!(err.contains("INFO") && err.contains("loaded"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal: {err}"
+    );
+
+    write(&store, "in/b.tsv", b"foo\tbar\n2\ttwo\n");
+    let json = run(&["--log-format", "json"]);
+    assert_eq!(json.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&json.stderr);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let loaded = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "loaded")
+        .unwrap_or_else(|| panic!("no `loaded` line in {err}"));
+    assert_eq!(loaded["level"], "INFO");
+    assert_eq!(loaded["fields"]["directory"], "in");
+}
+
 /// Kills the child process when the test ends, passing or not.
 struct KillOnDrop(std::process::Child);
 

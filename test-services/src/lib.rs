@@ -22,6 +22,8 @@ use std::io::Write;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 /// The variable naming PostgreSQL for loader tests.
 pub const POSTGRES: &str = "TEST_POSTGRES_URL";

@@ -1,8 +1,8 @@
 //! The backends the conformance suite runs every test body against: SQLite (a file in a
 //! temporary directory, always) and PostgreSQL (`TEST_POSTGRES_URL`, skipped with one line
 //! when unset, a failure when `REQUIRE_SERVICES=1`). Each test gets its own store (a
-//! temporary directory) and, on PostgreSQL, tables and a history table with unique names,
-//! dropped at the end, so tests run in parallel.
+//! temporary directory) and, on PostgreSQL, a scratch schema of its own (dropped with
+//! everything in it at the end), so tests run in parallel.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,7 +46,8 @@ pub struct Backend {
     /// The load-history table.
     pub history: String,
     conn: Conn,
-    tables: Vec<String>,
+    /// PostgreSQL: the test's own schema, dropped with everything in it after the test.
+    _schema: Option<test_services::postgres::ScratchSchema>,
     _dir: tempfile::TempDir,
 }
 
@@ -81,14 +82,16 @@ impl Backend {
             store,
             history: test_services::unique_name("rsu_hist_"),
             conn: Conn::Sqlite(conn),
-            tables: Vec::new(),
+            _schema: None,
             _dir: dir,
         }
     }
 
     /// The PostgreSQL of `TEST_POSTGRES_URL`, or `None` (skipped) when it is unset.
     pub async fn postgres(test: &str) -> Option<Backend> {
-        let url = test_services::service_url(test_services::POSTGRES, test)?;
+        let server = test_services::service_url(test_services::POSTGRES, test)?;
+        let schema = test_services::postgres::ScratchSchema::create(&server, "rsu_").await;
+        let url = schema.url.clone();
         let conn = PgConnection::connect(&url)
             .await
             .expect("connect to TEST_POSTGRES_URL");
@@ -101,19 +104,18 @@ impl Backend {
             store,
             history: test_services::unique_name("rsu_hist_"),
             conn: Conn::Pg(conn),
-            tables: Vec::new(),
+            _schema: Some(schema),
             _dir: dir,
         })
     }
 
-    /// Drops what the test created (PostgreSQL; the SQLite file goes with its directory).
-    pub async fn finish(mut self) {
-        if self.kind == Kind::Postgres {
-            let mut drop = self.tables.clone();
-            drop.push(self.history.clone());
-            for t in drop {
-                self.exec(&format!("DROP TABLE IF EXISTS {t}")).await;
-            }
+    /// Ends the test: its connection closes; the PostgreSQL schema and the SQLite file go
+    /// with the fixtures.
+    pub async fn finish(self) {
+        let Backend { conn, .. } = self;
+        match conn {
+            Conn::Pg(c) => drop(c.close().await),
+            Conn::Sqlite(c) => drop(c.close().await),
         }
     }
 
@@ -127,7 +129,6 @@ impl Backend {
     pub async fn table(&mut self, prefix: &str, columns: &str) -> String {
         let t = test_services::unique_name(prefix);
         self.exec(&format!("CREATE TABLE {t} ({columns})")).await;
-        self.tables.push(t.clone());
         t
     }
 
