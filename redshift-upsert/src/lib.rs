@@ -68,4 +68,4 @@ pub use plan::{
 /// [`copy_file`]) with the same version.
 pub use sqlx;
 pub use store::Store;
-pub use warehouse::{WarehouseUrl, redact};
+pub use warehouse::{ConnectOptions, WarehouseUrl, redact};

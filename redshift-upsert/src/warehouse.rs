@@ -166,32 +166,58 @@ pub(crate) enum Pool {
     Sqlite(SqlitePool),
 }
 
-/// Opens a pool (lazily connecting) for a warehouse. Redshift connections do not set
-/// `extra_float_digits`, which Redshift refuses.
-pub(crate) fn connect(url: &WarehouseUrl, max_connections: u32) -> Result<Pool> {
-    let werr = |m: String| Error::Warehouse {
-        url: url.redacted(),
-        message: m,
-    };
-    match url {
-        WarehouseUrl::Postgres(u) | WarehouseUrl::Redshift(u) => {
-            let mut o = PgConnectOptions::from_str(u).map_err(|e| werr(e.to_string()))?;
-            o = o.application_name("blueshift");
-            if matches!(url, WarehouseUrl::Redshift(_)) {
-                o = o.extra_float_digits(None);
+/// How to connect to a warehouse, as sqlx options.
+#[derive(Debug, Clone)]
+pub enum ConnectOptions {
+    /// PostgreSQL or Redshift.
+    Pg(PgConnectOptions),
+    /// SQLite.
+    Sqlite(SqliteConnectOptions),
+}
+
+impl WarehouseUrl {
+    /// The connection options the loaders use, for other clients of the same warehouse:
+    /// Redshift connections do not send `extra_float_digits` (Redshift refuses it); SQLite
+    /// waits up to 30 s for a busy database and does not create a missing file.
+    ///
+    /// # Errors
+    /// The URL is not a valid connection URL.
+    pub fn connect_options(&self) -> Result<ConnectOptions> {
+        match self {
+            WarehouseUrl::Postgres(u) | WarehouseUrl::Redshift(u) => {
+                let mut o = PgConnectOptions::from_str(u).map_err(|e| Error::Warehouse {
+                    url: self.redacted(),
+                    message: e.to_string(),
+                })?;
+                if matches!(self, WarehouseUrl::Redshift(_)) {
+                    o = o.extra_float_digits(None);
+                }
+                Ok(ConnectOptions::Pg(o))
             }
+            WarehouseUrl::Sqlite(path) => Ok(ConnectOptions::Sqlite(
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .busy_timeout(Duration::from_secs(30)),
+            )),
+        }
+    }
+}
+
+/// Opens a pool (lazily connecting) for a warehouse ([`WarehouseUrl::connect_options`];
+/// SQLite files are created, in WAL mode).
+pub(crate) fn connect(url: &WarehouseUrl, max_connections: u32) -> Result<Pool> {
+    match url.connect_options()? {
+        ConnectOptions::Pg(o) => {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_lazy_with(o);
+                .connect_lazy_with(o.application_name("blueshift"));
             Ok(Pool::Pg(pool))
         }
-        WarehouseUrl::Sqlite(path) => {
-            let o = SqliteConnectOptions::new()
-                .filename(path)
+        ConnectOptions::Sqlite(o) => {
+            let o = o
                 .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(30));
+                .journal_mode(SqliteJournalMode::Wal);
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(60))
