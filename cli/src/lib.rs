@@ -5,5 +5,7 @@
 pub mod baldr_cmd;
 #[cfg(feature = "blueshift")]
 pub mod blueshift_cmd;
+#[cfg(feature = "experiment")]
+pub mod experiment_cmd;
 #[cfg(feature = "query")]
 pub mod query;

@@ -230,6 +230,73 @@ async fn run_async(args: QueryArgs) -> Result<(), Stop> {
     result
 }
 
+/// A small result read whole: column names, and rows of values (NULL as `None`).
+pub type Fetched = (Vec<String>, Vec<Vec<Option<String>>>);
+
+/// Runs one SQL statement on a warehouse URL and returns its column names and rows (values
+/// as the database writes them, NULL as `None`), at most `max_rows` of them: for other tools
+/// reading a small result (the `experiment` binary's counts).
+///
+/// # Errors
+/// A bad URL, a connection or statement failure, or more than one statement.
+pub fn fetch(url: &str, sql: &str, max_rows: u64) -> anyhow::Result<Fetched> {
+    struct Collect {
+        names: Vec<String>,
+        rows: Vec<Vec<Option<String>>>,
+    }
+    impl format::ResultWriter for Collect {
+        fn columns(&mut self, _: &mut dyn std::io::Write, names: &[String]) -> std::io::Result<()> {
+            self.names = names.to_vec();
+            Ok(())
+        }
+        fn row(
+            &mut self,
+            _: &mut dyn std::io::Write,
+            values: &[format::Value],
+        ) -> std::io::Result<()> {
+            self.rows.push(
+                values
+                    .iter()
+                    .map(|v| (v.kind != format::Kind::Null).then(|| v.text.clone()))
+                    .collect(),
+            );
+            Ok(())
+        }
+        fn finish(&mut self, _: &mut dyn std::io::Write) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let url = WarehouseUrl::parse(url)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut db = Db::connect(&url).await?;
+        let statements = script::split(sql, "--sql", db.flavor(), &HashMap::new())?;
+        let [statement] = statements.as_slice() else {
+            anyhow::bail!("--sql: expected one statement, got {}", statements.len());
+        };
+        let mut collect = Collect {
+            names: Vec::new(),
+            rows: Vec::new(),
+        };
+        let ran = db
+            .run(
+                &statement.sql,
+                &mut collect,
+                &mut std::io::sink(),
+                Some(max_rows),
+            )
+            .await;
+        db.close().await;
+        let ran = ran?;
+        if ran.cut {
+            anyhow::bail!("--sql: more than {max_rows} rows");
+        }
+        Ok((collect.names, collect.rows))
+    })
+}
+
 /// Every statement of `-c` (in order), then `-f`, or stdin when neither is given.
 fn read_statements(
     args: &QueryArgs,
