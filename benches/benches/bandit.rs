@@ -24,7 +24,11 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     let mut evaluator = Evaluator::new();
     g.bench_function("analyze 10 arms x 100k draws", |b| {
-        b.iter(|| evaluator.analyze(black_box(&ten), Prior::default(), 100_000, 1).unwrap())
+        b.iter(|| {
+            evaluator
+                .analyze(black_box(&ten), Prior::default(), 100_000, 1)
+                .unwrap()
+        })
     });
     let samplers: Vec<Beta<f64>> = ten
         .iter()
