@@ -3,7 +3,7 @@
 
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
-use rand_distr::{Beta, Distribution};
+use rand_distr::{Distribution, Gamma};
 use statrs::distribution::{Beta as BetaDist, Continuous, ContinuousCDF};
 
 use crate::arms::{Arm, Posterior, Prior, check_arms};
@@ -50,10 +50,30 @@ pub fn posteriors(arms: &[Arm], prior: Prior) -> Vec<Posterior> {
     arms.iter().map(|a| a.posterior(prior)).collect()
 }
 
-fn beta_sampler(p: &Posterior, label: &str) -> Result<Beta<f64>> {
-    Beta::new(p.alpha, p.beta).map_err(|e| Error::Arm {
+/// Draws Beta(alpha, beta) variates as X / (X + Y) with X ~ Gamma(alpha), Y ~ Gamma(beta):
+/// exactly Beta-distributed, and twice as fast here as `rand_distr::Beta`'s rejection
+/// algorithms (Marsaglia–Tsang Gamma with a ziggurat normal; see the crate README).
+struct BetaSampler {
+    x: Gamma<f64>,
+    y: Gamma<f64>,
+}
+
+impl BetaSampler {
+    fn sample<R: rand::Rng + ?Sized>(&self, rng: &mut R) -> f64 {
+        let x = self.x.sample(rng);
+        let y = self.y.sample(rng);
+        x / (x + y)
+    }
+}
+
+fn beta_sampler(p: &Posterior, label: &str) -> Result<BetaSampler> {
+    let bad = |e: rand_distr::GammaError| Error::Arm {
         arm: label.to_string(),
         message: format!("posterior Beta({}, {}): {e}", p.alpha, p.beta),
+    };
+    Ok(BetaSampler {
+        x: Gamma::new(p.alpha, 1.0).map_err(bad)?,
+        y: Gamma::new(p.beta, 1.0).map_err(bad)?,
     })
 }
 
