@@ -3,5 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod baldr_cmd;
+#[cfg(feature = "bifrost")]
+pub mod bifrost_cmd;
 #[cfg(feature = "blueshift")]
 pub mod blueshift_cmd;
