@@ -213,6 +213,15 @@ async fn killed_at_random_and_restarted_every_message_is_in_exactly_one_object()
         child.0.kill().unwrap(); // SIGKILL
         child.0.wait().unwrap();
     }
+    let before_last = records(&root);
+    eprintln!(
+        "crash test: {before_last} of {} messages archived by the killed runs",
+        produced * 2
+    );
+    assert!(
+        before_last > 0,
+        "the killed runs archived something before dying"
+    );
     // A last run archives the rest and stops cleanly.
     let mut child = KillOnDrop(
         bifrost()
