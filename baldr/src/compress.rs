@@ -57,6 +57,9 @@ impl Compression {
 pub type Prefixed<R> = Chain<Take<Cursor<[u8; 4]>>, R>;
 
 /// A reader that decompresses what [`open`] detected.
+// One per open input: the gzip variant holds flate2's inflate state inline (zlib-rs makes
+// it a few hundred bytes larger than the others), which costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Decompressor<R: Read> {
     /// Uncompressed input.
     Plain(Prefixed<R>),
