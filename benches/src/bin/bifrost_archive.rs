@@ -1,5 +1,6 @@
 //! bifrost's performance goals (see `benches/README.md`, section bifrost):
 //!
+//! - `gen FILE [MB]`: writes MB (162) of JSON events, one per line (seeded).
 //! - `compress FILE [ROUNDS]`: the archiver's bottleneck. FILE holds one JSON event per line;
 //!   its Baldr stream (the bytes bifrost compresses) is compressed in memory by the
 //!   workspace's flate2 backend (gzip levels 1 and 6) and zstd (1, 3), and by GNU
@@ -23,6 +24,59 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+
+/// Writes `mb` MB of JSON events, one per line, from a seeded generator.
+fn generate(file: &Path, mb: usize) {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(file).unwrap());
+    let words = [
+        "alpha", "beta", "gamma", "delta", "timeout", "retry", "cache", "miss", "hit", "upstream",
+        "db", "slow",
+    ];
+    let uas = [
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+        "curl/8.4.0",
+        "okhttp/4.12.0",
+        "Go-http-client/2.0",
+    ];
+    let paths = [
+        "/api/v1/items/",
+        "/api/v1/users/",
+        "/checkout/",
+        "/search?q=",
+        "/static/js/app.",
+        "/health",
+    ];
+    let (mut written, mut ms) = (0usize, 1_764_500_000_000u64);
+    while written < mb * 1_000_000 {
+        ms += rng.u64(0..10);
+        let msg: Vec<&str> = (0..rng.usize(0..7))
+            .map(|_| words[rng.usize(..words.len())])
+            .collect();
+        let line = format!(
+            r#"{{"ts":"{}.{:03}","host":"web-{:02}","level":"{}","method":"{}","path":"{}{}","status":{},"bytes":{},"ms":{:.1},"ua":"{}","req":"{:032x}","msg":"{}"}}"#,
+            ms / 1000,
+            ms % 1000,
+            rng.u8(0..40),
+            [
+                "info", "info", "info", "info", "info", "info", "info", "info", "warn", "error"
+            ][rng.usize(..10)],
+            ["GET", "GET", "GET", "POST", "PUT"][rng.usize(..5)],
+            paths[rng.usize(..paths.len())],
+            rng.u32(1..100_000),
+            [200, 200, 200, 200, 201, 204, 301, 404, 500][rng.usize(..9)],
+            rng.u32(0..50_000),
+            -20.0 * (1.0 - rng.f64()).ln(),
+            uas[rng.usize(..uas.len())],
+            rng.u128(..),
+            msg.join(" "),
+        );
+        writeln!(out, "{line}").unwrap();
+        written += line.len() + 1;
+    }
+    out.flush().unwrap();
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -513,6 +567,10 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
     match arg(0) {
+        Some("gen") => generate(
+            Path::new(arg(1).unwrap_or("/tmp/events.json")),
+            arg(2).and_then(|s| s.parse().ok()).unwrap_or(162),
+        ),
         Some("compress") => compress(
             Path::new(arg(1).unwrap_or("/tmp/events.json")),
             arg(2).and_then(|s| s.parse().ok()).unwrap_or(3),
@@ -534,7 +592,7 @@ async fn main() {
             .await
         }
         _ => eprintln!(
-            "usage: bifrost_archive compress FILE [ROUNDS] | archive FILE [PARTITIONS] [ROUNDS] | rss BIFROST_BIN [PARTITIONS] [BUDGET]"
+            "usage: bifrost_archive gen FILE [MB] | compress FILE [ROUNDS] | archive FILE [PARTITIONS] [ROUNDS] | rss BIFROST_BIN [PARTITIONS] [BUDGET]"
         ),
     }
 }

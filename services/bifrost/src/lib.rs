@@ -26,9 +26,9 @@
 //!   partition from the beginning, and [`replay`] (`bifrost replay`) from an offset: the one
 //!   case where objects are replaced (cut at the existing objects' starts, so each is
 //!   replaced exactly), logged as such.
-//! - **Memory** is bounded by `--memory-budget` whatever the number of partitions: no
-//!   compressor per partition, bounded batches and uploads; a partition whose uploads lag
-//!   is paused.
+//! - **Memory** that grows with data is bounded by `--memory-budget` whatever the number of
+//!   partitions: no compressor per partition, bounded batches and uploads; a partition whose
+//!   uploads lag is paused.
 //! - [`verify`] reports, per partition, the offsets covered, gaps and overlaps.
 //!
 //! ```
