@@ -89,7 +89,7 @@ impl ObjectRange {
         }
     }
 
-    /// Reads the range from the first bytes of an object (at least [`HEADER_READ`] of them,
+    /// Reads the range from the first bytes of an object (at least 512 of them,
     /// or the whole object when it is shorter).
     ///
     /// # Errors
