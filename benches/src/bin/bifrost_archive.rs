@@ -469,7 +469,10 @@ async fn rss(bin: &Path, partitions: i32, budget: &str) {
     let brokers = kafka.bootstrap_servers().to_string();
     let topic = test_services::unique_name("rss-");
     kafka.create_topic(&topic, partitions);
-    let per = 400usize;
+    let per: usize = std::env::var("BIFROST_BENCH_PER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
     let value = vec![b'x'; 200];
     let evs: Vec<Vec<u8>> = (0..per * partitions as usize)
         .map(|i| {
