@@ -614,3 +614,40 @@ fn build_object(
         range,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_partition_costs_little() {
+        let (fatal, _) = mpsc::channel(1);
+        let uploads = Arc::new(Uploads {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            url: "memory:///".into(),
+            metadata: false,
+            codec: Codec::Gzip,
+            level: 4,
+            memory: Arc::new(Semaphore::new(1)),
+            memory_kib: 1,
+            cpu: Arc::new(Semaphore::new(1)),
+            tokens: false,
+            abandon: CancellationToken::new(),
+            fatal,
+            spool_bytes: Arc::new(AtomicI64::new(0)),
+        });
+        let u = Uploader::new(
+            uploads,
+            "t".into(),
+            0,
+            "g/t/partition=0".into(),
+            Progress::default(),
+            PartitionMetrics::new("t", 0),
+        );
+        let (_tx, rx) = mpsc::channel::<UploadJob>(12);
+        let task = u.run(rx);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("uploader task: {size} bytes");
+        assert!(size < 16 * 1024, "the uploader's task is {size} bytes");
+    }
+}
