@@ -608,6 +608,14 @@ impl Archiver {
 
     async fn tick(&mut self) -> Result<()> {
         self.flush().await?;
+        // An uploader ends only when its queue closes (at shutdown): one that ended now
+        // panicked, and its partition would stop being archived.
+        if let Some(ended) = self.uploaders.try_join_next() {
+            return Err(Error::Internal(match ended {
+                Err(e) => format!("a partition's uploader failed: {e}"),
+                Ok(()) => "a partition's uploader stopped".into(),
+            }));
+        }
         if self.cfg.tokens {
             // Partitions assigned but silent still start where their token says.
             for (topic, partition, id) in self.control.assignment_ids() {

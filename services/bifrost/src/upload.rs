@@ -227,7 +227,12 @@ impl Uploader {
         while from <= s.last {
             let (until, split_start) = match &self.replay {
                 Some(plan) => {
-                    let next = plan.replace.range(from + 1..=s.last).next().copied();
+                    // (`range` panics on an empty inclusive range: from == s.last is one.)
+                    let next = if from < s.last {
+                        plan.replace.range(from + 1..=s.last).next().copied()
+                    } else {
+                        None
+                    };
                     (
                         next.map_or(s.last, |n| n - 1),
                         plan.replace.contains(&from).then_some(from),
