@@ -27,10 +27,16 @@ pub enum Compression {
 
 impl Compression {
     /// The compression the stream starting with `prefix` uses (plain when unrecognised).
+    ///
+    /// A zstd stream may start with a skippable frame (magic `0x184D2A5?`, little-endian),
+    /// which decoders skip: writers put metadata there (bifrost puts an object's offset
+    /// range). As a plain length header those bytes would be over 2^62.
     pub fn detect(prefix: &[u8]) -> Compression {
         if prefix.starts_with(&GZIP_MAGIC) {
             Compression::Gzip
-        } else if prefix.starts_with(&ZSTD_MAGIC) {
+        } else if prefix.starts_with(&ZSTD_MAGIC)
+            || (prefix.len() >= 4 && prefix[0] & 0xF0 == 0x50 && prefix[1..4] == [0x2a, 0x4d, 0x18])
+        {
             Compression::Zstd
         } else {
             Compression::None
@@ -51,6 +57,9 @@ impl Compression {
 pub type Prefixed<R> = Chain<Take<Cursor<[u8; 4]>>, R>;
 
 /// A reader that decompresses what [`open`] detected.
+// One per open input: the gzip variant holds flate2's inflate state inline (zlib-rs makes
+// it a few hundred bytes larger than the others), which costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Decompressor<R: Read> {
     /// Uncompressed input.
     Plain(Prefixed<R>),

@@ -529,3 +529,19 @@ fn compressor_level_and_suffix() {
     );
     assert_eq!(Compression::detect(&[0, 0, 0]), Compression::None);
 }
+
+#[test]
+fn a_zstd_stream_may_start_with_a_skippable_frame() {
+    use std::io::Write;
+    // A skippable frame (magic 0x184D2A5B, 3 bytes of content), then the records' frame.
+    let mut file = vec![0x5b, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, b'm', b'e', b't'];
+    assert_eq!(Compression::detect(&file), Compression::Zstd);
+    let mut z = zstd::stream::write::Encoder::new(&mut file, 3).unwrap();
+    z.write_all(b"\0\0\0\0\0\0\0\x02hi").unwrap();
+    z.finish().unwrap();
+    let records: Vec<_> = baldr::open_reader(&file[..])
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(records, [bytes::Bytes::from_static(b"hi")]);
+}

@@ -11,6 +11,12 @@
 //!   stderr, `FILE: byte offset N: <what is wrong>` for the first bad record of each bad file.
 //! - Damaged input makes `cat` and `count` exit 1 with the same message. Byte offsets count
 //!   the uncompressed record stream. Usage errors exit 2.
+//! - `cat`, `count` and `verify` also take object-store URLs (`s3://BUCKET/KEY`,
+//!   `file:///ABS/PATH`), opened as every binary opens a store (`AWS_*` variables,
+//!   `--store-option`): a URL naming an object reads it; a URL naming a prefix
+//!   (`s3://bucket/group/topic/partition=0/`) reads every `*.baldr`, `*.baldr.gz` and
+//!   `*.baldr.zst` object under it in key order, each as one input (a progress bar over the
+//!   objects on a terminal).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
@@ -33,6 +39,10 @@ pub struct Args {
     /// length headers).
     #[arg(long, global = true, value_name = "BYTES", default_value_t = baldr::DEFAULT_MAX_RECORD_BYTES)]
     pub max_record_bytes: u64,
+    /// An option of the object stores URLs name (`aws_endpoint=http://...`; repeatable; the
+    /// `AWS_*` variables are read too).
+    #[arg(long = "store-option", global = true, value_name = "KEY=VALUE", value_parser = parse_store_option)]
+    pub store_options: Vec<(String, String)>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -74,9 +84,25 @@ pub enum Command {
     },
 }
 
+fn parse_store_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => {
+            Ok((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        }
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
+}
+
 /// Runs `baldr` with parsed arguments; returns the process exit code.
 pub fn run(args: Args) -> ExitCode {
     let max = args.max_record_bytes;
+    let options = args.store_options;
+    let expand = |files: &[PathBuf]| objects::expand(files, &options);
+    let (cat, count, verify) = (
+        |f: &[PathBuf]| expand(f).and_then(|i| cat(&i, max)),
+        |f: &[PathBuf]| expand(f).and_then(|i| count(&i, max)),
+        |f: &[PathBuf]| expand(f).map(|i| verify(&i, max)),
+    );
     let result = match args.command {
         Command::Pack {
             gzip,
@@ -91,9 +117,9 @@ pub fn run(args: Args) -> ExitCode {
             };
             pack(&files, compression, output.as_deref()).map(|()| true)
         }
-        Command::Cat { files } => cat(&files, max),
-        Command::Count { files } => count(&files, max),
-        Command::Verify { files } => Ok(verify(&files, max)),
+        Command::Cat { files } => cat(&files),
+        Command::Count { files } => count(&files),
+        Command::Verify { files } => verify(&files),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -125,6 +151,177 @@ fn inputs(files: &[PathBuf]) -> Vec<&Path> {
 
 fn name(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// Object-store inputs: URLs expanded to objects, read through the shared store opening.
+mod objects {
+    use std::io::{self, IsTerminal, Read};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use anyhow::Context;
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path as Key;
+
+    /// One input: a file (or `-`), or an object.
+    pub enum Input {
+        /// A local file or stdin.
+        File(PathBuf),
+        /// An object of a store.
+        Object {
+            /// The URL it is shown as.
+            url: String,
+            store: Arc<dyn object_store::ObjectStore>,
+            key: Key,
+            /// The runtime its reads run on.
+            runtime: Arc<tokio::runtime::Runtime>,
+            /// The progress over several objects (on a terminal).
+            bar: Option<indicatif::ProgressBar>,
+        },
+    }
+
+    impl Input {
+        pub fn name(&self) -> String {
+            match self {
+                Input::File(p) => super::name(p),
+                Input::Object { url, .. } => url.clone(),
+            }
+        }
+
+        /// The file's path (`None` for an object).
+        pub fn path(&self) -> Option<&Path> {
+            match self {
+                Input::File(p) => Some(p),
+                Input::Object { .. } => None,
+            }
+        }
+
+        /// The object's bytes.
+        pub fn read(&self) -> io::Result<Box<dyn Read>> {
+            let Input::Object {
+                store,
+                key,
+                runtime,
+                bar,
+                url,
+            } = self
+            else {
+                return Err(io::Error::other("not an object"));
+            };
+            if let Some(bar) = bar {
+                bar.set_message(url.clone());
+            }
+            let bytes = runtime
+                .block_on(async { store.get(key).await?.bytes().await })
+                .map_err(io::Error::other)?;
+            if let Some(bar) = bar {
+                bar.inc(1);
+            }
+            Ok(Box::new(io::Cursor::new(bytes)))
+        }
+    }
+
+    fn is_baldr(key: &str) -> bool {
+        [".baldr", ".baldr.gz", ".baldr.zst"]
+            .iter()
+            .any(|s| key.ends_with(s))
+    }
+
+    /// Files stay files; each URL becomes its object, or every Baldr object under it.
+    pub fn expand(files: &[PathBuf], options: &[(String, String)]) -> anyhow::Result<Vec<Input>> {
+        let mut out = Vec::new();
+        let mut runtime = None;
+        let mut objects = 0;
+        for f in super::inputs(files) {
+            let text = f.to_string_lossy();
+            if !text.contains("://") {
+                out.push(Input::File(f.to_path_buf()));
+                continue;
+            }
+            // A local path: a file is read as such; a directory must exist (opening a
+            // file:// store would create it).
+            if let Some(local) = text.strip_prefix("file://") {
+                let p = Path::new(local);
+                if p.is_file() {
+                    out.push(Input::File(p.to_path_buf()));
+                    continue;
+                }
+                if !p.is_dir() {
+                    anyhow::bail!("{text}: no object, and no *.baldr* objects under it");
+                }
+            }
+            let rt = match &runtime {
+                Some(rt) => Arc::clone(rt),
+                None => {
+                    let rt = Arc::new(
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .context("cannot start an I/O runtime")?,
+                    );
+                    runtime = Some(Arc::clone(&rt));
+                    rt
+                }
+            };
+            let opened = lifecycle::store::open(&text, options)?;
+            let base = text.trim_end_matches('/').to_string();
+            let store = opened.store.clone();
+            let prefix = opened.prefix.clone();
+            let single = !prefix.as_ref().is_empty() && rt.block_on(store.head(&prefix)).is_ok();
+            let keys: Vec<Key> = if single {
+                vec![prefix.clone()]
+            } else {
+                let listed: Vec<object_store::ObjectMeta> = rt
+                    .block_on(futures::TryStreamExt::try_collect(
+                        store.list((!prefix.as_ref().is_empty()).then_some(&prefix)),
+                    ))
+                    .with_context(|| format!("{text}: cannot list"))?;
+                let mut keys: Vec<Key> = listed
+                    .into_iter()
+                    .map(|m| m.location)
+                    .filter(|k| is_baldr(k.as_ref()))
+                    .collect();
+                keys.sort();
+                if keys.is_empty() {
+                    anyhow::bail!("{text}: no object, and no *.baldr* objects under it");
+                }
+                keys
+            };
+            for key in keys {
+                let url = if single {
+                    base.clone()
+                } else {
+                    let rel = key
+                        .as_ref()
+                        .strip_prefix(prefix.as_ref())
+                        .unwrap_or(key.as_ref());
+                    format!("{base}/{}", rel.trim_start_matches('/'))
+                };
+                objects += 1;
+                out.push(Input::Object {
+                    url,
+                    store: store.clone(),
+                    key,
+                    runtime: Arc::clone(&rt),
+                    bar: None,
+                });
+            }
+        }
+        if objects > 1 && io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(objects).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "[{bar:30}] {pos}/{len} objects ({per_sec}, {eta}) {wide_msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            for i in &mut out {
+                if let Input::Object { bar: b, .. } = i {
+                    *b = Some(bar.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Opens an input file (or stdin for `-`), with a progress bar on stderr when it is a
@@ -173,12 +370,16 @@ enum Stop {
 
 /// Reads every record of `path`, handing each to `each`; returns the record count.
 fn for_each_record(
-    path: &Path,
+    input: &objects::Input,
     max: u64,
     progress: bool,
     mut each: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<u64, Stop> {
-    let input = open_input(path, progress).map_err(|e| Stop::Input(format!("cannot open: {e}")))?;
+    let input = match input.path() {
+        Some(path) => open_input(path, progress),
+        None => input.read(),
+    }
+    .map_err(|e| Stop::Input(format!("cannot open: {e}")))?;
     let decompressed = baldr::open(input).map_err(|e| Stop::Input(format!("I/O error: {e}")))?;
     let mut n = 0u64;
     for record in Reader::new(decompressed).with_max_record_bytes(max) {
@@ -194,11 +395,11 @@ fn for_each_record(
     Ok(n)
 }
 
-fn cat(files: &[PathBuf], max: u64) -> anyhow::Result<bool> {
+fn cat(inputs: &[objects::Input], max: u64) -> anyhow::Result<bool> {
     let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut ok = true;
-    for path in inputs(files) {
-        let result = for_each_record(path, max, false, |record| {
+    for input in inputs {
+        let result = for_each_record(input, max, false, |record| {
             out.write_all(record)?;
             out.write_all(b"\n")
         });
@@ -207,7 +408,7 @@ fn cat(files: &[PathBuf], max: u64) -> anyhow::Result<bool> {
             Err(Stop::Input(msg)) => {
                 // What came before the damage is out before the message.
                 out.flush().context("cannot write to stdout")?;
-                eprintln!("{}: {msg}", name(path));
+                eprintln!("{}: {msg}", input.name());
                 ok = false;
             }
             Err(Stop::Output(e)) => return Err(e).context("cannot write to stdout"),
@@ -217,20 +418,20 @@ fn cat(files: &[PathBuf], max: u64) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-fn count(files: &[PathBuf], max: u64) -> anyhow::Result<bool> {
+fn count(inputs: &[objects::Input], max: u64) -> anyhow::Result<bool> {
     let mut out = io::stdout().lock();
-    let several = files.len() > 1;
+    let several = inputs.len() > 1;
     let mut ok = true;
     let mut total = 0u64;
-    for path in inputs(files) {
-        match for_each_record(path, max, true, |_| Ok(())) {
+    for input in inputs {
+        match for_each_record(input, max, true, |_| Ok(())) {
             Ok(n) if several => {
                 total += n;
-                writeln!(out, "{n}\t{}", name(path)).context("cannot write to stdout")?;
+                writeln!(out, "{n}\t{}", input.name()).context("cannot write to stdout")?;
             }
             Ok(n) => writeln!(out, "{n}").context("cannot write to stdout")?,
             Err(Stop::Input(msg)) => {
-                eprintln!("{}: {msg}", name(path));
+                eprintln!("{}: {msg}", input.name());
                 ok = false;
             }
             Err(Stop::Output(e)) => return Err(e).context("cannot write to stdout"),
@@ -243,15 +444,15 @@ fn count(files: &[PathBuf], max: u64) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-fn verify(files: &[PathBuf], max: u64) -> bool {
+fn verify(inputs: &[objects::Input], max: u64) -> bool {
     let mut ok = true;
-    for path in inputs(files) {
-        let msg = match for_each_record(path, max, true, |_| Ok(())) {
+    for input in inputs {
+        let msg = match for_each_record(input, max, true, |_| Ok(())) {
             Ok(_) => continue,
             Err(Stop::Input(msg)) => msg,
             Err(Stop::Output(e)) => format!("I/O error: {e}"),
         };
-        eprintln!("{}: {msg}", name(path));
+        eprintln!("{}: {msg}", input.name());
         ok = false;
     }
     ok

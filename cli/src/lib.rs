@@ -3,6 +3,8 @@
 #![warn(missing_docs)]
 
 pub mod baldr_cmd;
+#[cfg(feature = "bifrost")]
+pub mod bifrost_cmd;
 #[cfg(feature = "blueshift")]
 pub mod blueshift_cmd;
 #[cfg(feature = "experiment")]

@@ -286,3 +286,105 @@ fn cat_into_a_closed_pipe_stops_quietly() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn cat_count_and_verify_read_object_store_urls_and_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("g/t/partition=0");
+    std::fs::create_dir_all(&part).unwrap();
+    packed(&part, "0000000000.baldr.gz", Some("--gzip"), b"a\nb\n");
+    packed(&part, "0000000002.baldr.zst", Some("--zstd"), b"c\n");
+    std::fs::write(part.join("_bifrost_token"), b"t 0 3\n").unwrap();
+    let prefix = format!("file://{}/g/t/partition=0/", dir.path().display());
+    let o = baldr(&["count", &prefix], b"");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        format!(
+            "2\t{0}0000000000.baldr.gz\n1\t{0}0000000002.baldr.zst\n3\ttotal\n",
+            prefix
+        )
+    );
+    let o = baldr(&["cat", &prefix], b"");
+    assert_eq!(text(&o.stdout), "a\nb\nc\n");
+    let one = format!(
+        "file://{}/g/t/partition=0/0000000002.baldr.zst",
+        dir.path().display()
+    );
+    let o = baldr(&["count", &one], b"");
+    assert_eq!(text(&o.stdout), "1\n");
+    let o = baldr(&["verify", &prefix], b"");
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "{}",
+        text(&o.stderr)
+    );
+    // A damaged object is named by its URL.
+    let full = std::fs::read(part.join("0000000000.baldr.gz")).unwrap();
+    std::fs::write(part.join("0000000000.baldr.gz"), &full[..full.len() - 12]).unwrap();
+    let o = baldr(&["verify", &prefix], b"");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).starts_with(&format!("{prefix}0000000000.baldr.gz: ")),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = baldr(
+        &[
+            "count",
+            &format!("file://{}/nothing/", dir.path().display()),
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("no object"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn count_reads_an_s3_prefix() {
+    let Some(endpoint) =
+        test_services::service_url(test_services::S3_ENDPOINT, "baldr count s3://")
+    else {
+        return;
+    };
+    let bucket = test_services::create_s3_bucket(&endpoint, "baldr-");
+    let dir = tempfile::tempdir().unwrap();
+    let file = packed(dir.path(), "x.baldr.gz", Some("--gzip"), b"1\n2\n3\n");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opened = lifecycle::store::open(
+        &format!("s3://{bucket}"),
+        &[("aws_endpoint".into(), endpoint.clone())],
+    )
+    .unwrap();
+    for key in [
+        "g/t/partition=0/0000000000.baldr.gz",
+        "g/t/partition=0/0000000003.baldr.gz",
+    ] {
+        let data = std::fs::read(&file).unwrap();
+        rt.block_on(object_store::ObjectStoreExt::put(
+            &*opened.store,
+            &object_store::path::Path::from(key),
+            data.into(),
+        ))
+        .unwrap();
+    }
+    let url = format!("s3://{bucket}/g/t/partition=0/");
+    let o = baldr(
+        &[
+            "count",
+            &url,
+            "--store-option",
+            &format!("aws_endpoint={endpoint}"),
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).ends_with("6\ttotal\n"),
+        "{}",
+        text(&o.stdout)
+    );
+}

@@ -14,6 +14,7 @@ fn deploy_dir() -> PathBuf {
 fn built(name: &str) -> Option<&'static str> {
     match name {
         "blueshift" => Some(env!("CARGO_BIN_EXE_blueshift")),
+        "bifrost" => Some(env!("CARGO_BIN_EXE_bifrost")),
         _ => None,
     }
 }
@@ -132,4 +133,24 @@ fn example_configs_parse() {
     assert_eq!(args.service.store, "s3://analytics-incoming/blueshift");
     assert_eq!(args.process.drain_timeout, Duration::from_secs(60));
     assert_eq!(args.process.log_format, lifecycle::logging::LogFormat::Json);
+}
+
+#[test]
+fn bifrost_example_config_parses() {
+    let path = deploy_dir().join("bifrost.toml");
+    let args: cli::bifrost_cmd::BifrostArgs =
+        lifecycle::try_parse_from("bifrost", ["bifrost", "--config", path.to_str().unwrap()])
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(args.command.is_none());
+    let s = &args.service;
+    assert_eq!(s.store.as_deref(), Some("s3://analytics-archive"));
+    assert_eq!(s.group.as_deref(), Some("bifrost-archiver"));
+    assert_eq!(s.topics.as_deref(), Some("logs\\..*|events\\..*"));
+    assert_eq!(s.memory_budget, 512 << 20);
+    assert_eq!(s.rotate_bytes, 64 << 20);
+    assert!(s.tokens);
+    assert_eq!(s.kafka_properties.len(), 2);
+    assert_eq!(s.finish_timeout, Duration::from_secs(30));
+    assert_eq!(args.process.drain_timeout, Duration::from_secs(60));
+    assert!(s.finish_timeout < args.process.drain_timeout);
 }

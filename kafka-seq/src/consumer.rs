@@ -258,6 +258,17 @@ impl ConsumerConfig {
     }
 }
 
+/// Where [`ConsumerControl::seek`] restarts a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// This offset (the next message handed out has it, or the first after it).
+    Offset(i64),
+    /// The partition's oldest retained message.
+    Beginning,
+    /// After the partition's last message: only messages produced later.
+    End,
+}
+
 /// One consumed message with its acknowledgement handle.
 #[derive(Debug)]
 pub struct KafkaMessage {
@@ -305,6 +316,20 @@ impl std::fmt::Debug for Ack {
 }
 
 impl Ack {
+    /// The partition assignment the message was delivered under: unique in the process,
+    /// it changes when the partition is revoked and assigned again, and at a
+    /// [`ConsumerControl::seek`]. Messages of one assignment come in offset order.
+    pub fn assignment(&self) -> u64 {
+        self.part.id
+    }
+
+    /// Whether the message's assignment is still the partition's current one here. After a
+    /// revoke (or a new assignment, or a seek) acknowledging it no longer moves any commit:
+    /// whoever reads the partition now reads the message again.
+    pub fn is_current(&self) -> bool {
+        !self.part.is_revoked()
+    }
+
     /// The message was processed.
     pub fn ack(mut self) {
         self.done = true;
@@ -562,6 +587,103 @@ impl ConsumerControl {
     /// The partitions currently assigned to this consumer, sorted by topic and partition.
     pub fn assignment(&self) -> Vec<(Arc<str>, i32)> {
         self.shared.tracker.assignment()
+    }
+
+    /// The assigned partitions with their current [`Ack::assignment`] ids, sorted.
+    pub fn assignment_ids(&self) -> Vec<(Arc<str>, i32, u64)> {
+        self.shared.tracker.assignment_ids()
+    }
+
+    /// Restarts an assigned partition at `to` and returns its new [`Ack::assignment`] id.
+    /// Messages handed out before belong to the ended assignment (their
+    /// [`Ack::is_current`] turns false and acknowledging them moves no commit); every
+    /// message of the partition the stream yields afterwards comes from the new position,
+    /// under the new id. Blocks the calling thread until librdkafka took the seek, at most
+    /// `timeout` (the stream waits meanwhile): call it on a blocking thread.
+    ///
+    /// A partition whose fetching has not started yet (just assigned, its committed offset
+    /// not fetched yet) refuses the seek (`Local: Erroneous state`): try again a little
+    /// later. Once a message of it arrived, fetching has started.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when the partition is not assigned here, the consumer is closing, or
+    /// librdkafka refuses the seek or does not answer within `timeout`.
+    pub fn seek(
+        &self,
+        topic: &str,
+        partition: i32,
+        to: SeekTo,
+        timeout: Duration,
+    ) -> Result<u64, Error> {
+        let op = || format!("seek {topic} [{partition}] to {to:?}");
+        let offset = match to {
+            SeekTo::Offset(o) => Offset::Offset(o),
+            SeekTo::Beginning => Offset::Beginning,
+            SeekTo::End => Offset::End,
+        };
+        let fetcher = self.shared.fetcher();
+        let (Some(f), true) = (
+            fetcher.as_ref(),
+            self.shared.tracker.is_assigned(topic, partition),
+        ) else {
+            return Err(Error::Kafka {
+                op: op(),
+                source: KafkaError::Seek("partition not assigned to this consumer".into()),
+            });
+        };
+        // A new assignment first, while the stream cannot hand out a message (this holds
+        // its fetcher): librdkafka's seek raises a version barrier at once, so no message
+        // from before it is handed out after it.
+        let id = self.shared.tracker.assign(topic, partition);
+        f.borrow_owner()
+            .seek(
+                topic,
+                partition,
+                offset,
+                timeout.max(Duration::from_millis(1)),
+            )
+            .map_err(kafka_err(op()))?;
+        Ok(id)
+    }
+
+    /// Stops fetching an assigned partition (the consumer keeps serving the group, unlike
+    /// a stream that is not polled); messages fetched before may still come. Assignments
+    /// start unpaused.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when the consumer is closing or librdkafka refuses.
+    pub fn pause(&self, topic: &str, partition: i32) -> Result<(), Error> {
+        self.pause_resume(topic, partition, true)
+    }
+
+    /// Fetches a paused partition again, from after the last message handed out.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when the consumer is closing or librdkafka refuses.
+    pub fn resume(&self, topic: &str, partition: i32) -> Result<(), Error> {
+        self.pause_resume(topic, partition, false)
+    }
+
+    fn pause_resume(&self, topic: &str, partition: i32, pause: bool) -> Result<(), Error> {
+        let what = if pause { "pause" } else { "resume" };
+        let op = || format!("{what} {topic} [{partition}]");
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition(topic, partition);
+        let fetcher = self.shared.fetcher();
+        let Some(f) = fetcher.as_ref() else {
+            return Err(Error::Kafka {
+                op: op(),
+                source: KafkaError::Seek("the consumer is closing".into()),
+            });
+        };
+        let consumer = f.borrow_owner();
+        let result = if pause {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        drop(tpl);
+        result.map_err(kafka_err(op()))
     }
 
     /// Waits until the consumer has made its final commit and left the group (after

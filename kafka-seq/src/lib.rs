@@ -65,7 +65,7 @@ mod pipe;
 pub mod producer;
 
 pub use crate::metrics::describe_metrics;
-pub use consumer::{Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream};
+pub use consumer::{Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream, SeekTo};
 pub use pipe::{PipeSender, PipeStream, pipe};
 pub use producer::{Delivered, DeliveryReport, KafkaProducer, KafkaSink, ProducerConfig, Record};
 

@@ -19,6 +19,8 @@ pub(crate) struct Part {
     pub topic: Arc<str>,
     /// The partition number.
     pub partition: i32,
+    /// Unique among the process's assignments (a seek starts a new one too).
+    pub id: u64,
     /// The metrics of this partition (labels built once per assignment).
     pub metrics: PartitionMetrics,
     state: Mutex<PartState>,
@@ -29,9 +31,12 @@ pub(crate) struct Part {
 struct PartState {
     /// Set when the partition is revoked (or assigned again): acks no longer count.
     revoked: bool,
-    /// Delivered, not yet contiguously acknowledged offsets in delivery order, with their
-    /// acknowledged flag.
-    pending: VecDeque<(i64, bool)>,
+    /// Delivered, not yet contiguously acknowledged offsets in delivery order: runs
+    /// `(first, last, acknowledged)`. An unacknowledged run is one offset; acknowledged
+    /// offsets merge into the run before them when it is acknowledged too, so a consumer
+    /// that holds one message and acknowledges the many after it keeps two runs, not one
+    /// entry per message.
+    pending: VecDeque<(i64, i64, bool)>,
     /// The offset to commit (last contiguously acknowledged + 1).
     committable: Option<i64>,
     /// The offset last handed to a commit.
@@ -56,13 +61,30 @@ impl Part {
         if state.revoked {
             return;
         }
-        let Ok(i) = state.pending.binary_search_by_key(&offset, |(o, _)| *o) else {
+        let Ok(i) = state.pending.binary_search_by(|&(first, last, _)| {
+            if last < offset {
+                std::cmp::Ordering::Less
+            } else if first > offset {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        }) else {
             return;
         };
-        state.pending[i].1 = true;
-        while let Some(&(o, true)) = state.pending.front() {
+        if state.pending[i].2 {
+            return; // acknowledged already
+        }
+        state.pending[i].2 = true;
+        // Merge with the acknowledged run before it (the common case: the newest message).
+        if i > 0 && state.pending[i - 1].2 {
+            let last = state.pending[i].1;
+            state.pending[i - 1].1 = last;
+            state.pending.remove(i);
+        }
+        while let Some(&(_, last, true)) = state.pending.front() {
             state.pending.pop_front();
-            state.committable = Some(o + 1);
+            state.committable = Some(last + 1);
         }
     }
 
@@ -76,9 +98,18 @@ impl Part {
         let limit = state.limit.map_or(offset, |l| l.min(offset));
         state.limit = Some(limit);
         // Offsets at or past the limit can never be committed now: stop tracking them.
-        while state.pending.back().is_some_and(|(o, _)| *o >= limit) {
+        while state
+            .pending
+            .back()
+            .is_some_and(|(first, _, _)| *first >= limit)
+        {
             state.pending.pop_back();
         }
+    }
+
+    /// Whether this assignment ended (revoked, assigned again, or sought).
+    pub fn is_revoked(&self) -> bool {
+        self.lock().revoked
     }
 
     /// Kafka confirmed committing `offset`: the committed-offset gauge follows (never
@@ -160,12 +191,12 @@ impl Tracker {
     }
 
     /// A partition was assigned: it starts afresh (acks of an earlier assignment no longer
-    /// count).
-    pub fn assign(&self, topic: &str, partition: i32) {
-        let Some(i) = index(partition) else { return };
+    /// count). Returns the new assignment's id (0 for an absurd partition number).
+    pub fn assign(&self, topic: &str, partition: i32) -> u64 {
+        let Some(i) = index(partition) else { return 0 };
         // Partition numbers come from the broker's metadata; refuse absurd ones.
         if i > 1_000_000 {
-            return;
+            return 0;
         }
         let mut g = self.lock();
         let tp = g.topics.entry(topic.into()).or_insert_with(|| TopicParts {
@@ -175,15 +206,19 @@ impl Tracker {
         if tp.parts.len() <= i {
             tp.parts.resize_with(i + 1, || None);
         }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let part = Arc::new(Part {
             topic: tp.name.clone(),
             partition,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             metrics: PartitionMetrics::new(topic, partition),
             state: Mutex::new(PartState::default()),
         });
+        let id = part.id;
         if let Some(old) = tp.parts[i].replace(part) {
             old.lock().revoked = true;
         }
+        id
     }
 
     /// A partition is revoked: forget it and return the offset to commit for it, if any
@@ -219,12 +254,12 @@ impl Tracker {
             } else if state
                 .pending
                 .back()
-                .is_some_and(|(last, _)| *last >= offset)
+                .is_some_and(|(_, last, _)| *last >= offset)
             {
                 // Offsets only grow within an assignment; a repeat is not tracked twice.
                 false
             } else {
-                state.pending.push_back((offset, false));
+                state.pending.push_back((offset, offset, false));
                 true
             }
         };
@@ -254,6 +289,11 @@ impl Tracker {
         }
     }
 
+    /// Whether `topic`/`partition` is assigned here now.
+    pub fn is_assigned(&self, topic: &str, partition: i32) -> bool {
+        self.lock().part(topic, partition).is_some()
+    }
+
     /// The assigned partitions (their current assignments).
     pub fn parts(&self) -> Vec<Arc<Part>> {
         self.lock().parts().cloned().collect()
@@ -279,6 +319,17 @@ impl Tracker {
                 s.committable.is_some() && s.committable != s.committed
             })
             .count()
+    }
+
+    /// The assigned partitions with their assignment ids, sorted.
+    pub fn assignment_ids(&self) -> Vec<(Arc<str>, i32, u64)> {
+        let g = self.lock();
+        let mut out: Vec<(Arc<str>, i32, u64)> = g
+            .parts()
+            .map(|p| (p.topic.clone(), p.partition, p.id))
+            .collect();
+        out.sort();
+        out
     }
 
     /// The assigned partitions, sorted.
@@ -481,6 +532,65 @@ mod tests {
             part.sample_lag(7);
         }
         assert_eq!(lag(), Some(1.0));
+    }
+
+    #[test]
+    fn acknowledged_runs_take_one_entry() {
+        let t = Tracker::default();
+        t.assign("a", 0);
+        let p = t.deliver("a", 0, 100).unwrap().part;
+        // The first is held; the many after it are acknowledged at once.
+        for o in 101..10_000 {
+            t.deliver("a", 0, o).unwrap();
+            p.ack(o);
+        }
+        assert_eq!(t.pending(), 2, "the held offset and one acknowledged run");
+        assert!(commits(&t).is_empty(), "100 is held");
+        t.deliver("a", 0, 10_000).unwrap(); // held too (the next batch's first)
+        for o in 10_001..10_010 {
+            t.deliver("a", 0, o).unwrap();
+            p.ack(o);
+        }
+        assert_eq!(t.pending(), 4);
+        p.ack(100);
+        assert_eq!(commits(&t), vec![("a".into(), 0, 10_000)]);
+        p.ack(100); // a repeat changes nothing
+        p.ack(10_000);
+        assert_eq!(commits(&t), vec![("a".into(), 0, 10_010)]);
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn out_of_order_acks_inside_runs() {
+        let t = Tracker::default();
+        t.assign("a", 0);
+        let p = t.deliver("a", 0, 0).unwrap().part;
+        for o in 1..6 {
+            t.deliver("a", 0, o).unwrap();
+        }
+        for o in [3, 2, 5, 1] {
+            p.ack(o);
+        }
+        assert!(commits(&t).is_empty());
+        p.ack(0);
+        assert_eq!(commits(&t), vec![("a".into(), 0, 4)], "4 is not acked");
+        p.ack(4);
+        assert_eq!(commits(&t), vec![("a".into(), 0, 6)]);
+    }
+
+    #[test]
+    fn assignments_have_ids_and_know_they_ended() {
+        let t = Tracker::default();
+        t.assign("a", 0);
+        let first = t.deliver("a", 0, 1).unwrap().part;
+        assert!(!first.is_revoked());
+        t.assign("a", 0); // a seek or a new assignment
+        let second = t.deliver("a", 0, 1).unwrap().part;
+        assert!(first.is_revoked() && !second.is_revoked());
+        assert_ne!(first.id, second.id);
+        assert!(t.is_assigned("a", 0) && !t.is_assigned("a", 1));
+        t.revoke("a", 0);
+        assert!(second.is_revoked());
     }
 
     #[test]

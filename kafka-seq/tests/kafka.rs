@@ -807,3 +807,76 @@ async fn many_senders_share_a_small_in_flight_bound_without_a_lost_wake_up() {
     drop(stream);
     timeout(WAIT, control.closed()).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_restarts_a_partition_under_a_new_assignment_and_pause_holds_it() {
+    use kafka_seq::SeekTo;
+    let cluster = KafkaCluster::start(1);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name("seek-");
+    let group = unique_name("g-");
+    cluster.create_topic(&topic, 1);
+    produce(&brokers, &topic, 0..30, 1).await;
+
+    let mut stream = consumer(&brokers, &group, &topic);
+    let control = stream.control();
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let m = next(&mut stream).await;
+        assert_eq!(m.offset, i);
+        assert!(m.ack.is_current());
+        held.push(m);
+    }
+    let before = held[0].ack.assignment();
+    let sought = control
+        .seek(&topic, 0, SeekTo::Offset(5), Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        held.iter().all(|m| !m.ack.is_current()),
+        "the old assignment ended"
+    );
+    let m = next(&mut stream).await;
+    assert_eq!(m.offset, 5, "the next message comes from the sought offset");
+    assert_ne!(m.ack.assignment(), before);
+    assert_eq!(m.ack.assignment(), sought);
+    assert_eq!(control.assignment_ids()[0].2, sought);
+    // Acks of the old assignment move nothing; the new one commits from 5 on.
+    for old in held.drain(..) {
+        old.ack.ack();
+    }
+    m.ack.ack();
+    for i in 6..12 {
+        let m = next(&mut stream).await;
+        assert_eq!(m.offset, i);
+        m.ack.ack();
+    }
+    wait_committed(&brokers, &group, &topic, &[12]).await;
+
+    control.pause(&topic, 0).unwrap();
+    // What was fetched before the pause may still come; then nothing.
+    let mut after_pause = 0;
+    while let Ok(Some(m)) = timeout(Duration::from_millis(1500), stream.next()).await {
+        let m = m.unwrap();
+        after_pause += 1;
+        m.ack.ack();
+        assert!(after_pause < 30, "a paused partition keeps coming");
+    }
+    let resumed_from = 12 + after_pause;
+    control.resume(&topic, 0).unwrap();
+    if resumed_from < 30 {
+        let m = next(&mut stream).await;
+        assert_eq!(
+            m.offset, resumed_from,
+            "resumes after the last message handed out"
+        );
+        m.ack.ack();
+    }
+    assert!(
+        control
+            .seek(&topic, 7, SeekTo::Beginning, Duration::from_secs(1))
+            .is_err(),
+        "not assigned"
+    );
+    drop(stream);
+    timeout(WAIT, control.closed()).await.unwrap().unwrap();
+}

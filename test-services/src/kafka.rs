@@ -7,14 +7,20 @@
 //! let topic = test_services::unique_name("doc-");
 //! cluster.create_topic(&topic, 2);
 //! assert!(cluster.bootstrap_servers().contains("127.0.0.1"));
+//! cluster.set_initial_rebalance_delay(std::time::Duration::from_millis(100));
 //! ```
 
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 
 /// A running mock Kafka cluster; dropping it stops the brokers.
 pub struct KafkaCluster {
-    cluster: MockCluster<'static, DefaultProducerContext>,
+    /// The client that owns the mock cluster (librdkafka's `test.mock.num.brokers`), which
+    /// also gives the raw handle for settings rdkafka does not wrap.
+    owner: BaseProducer,
     bootstrap: String,
     brokers: i32,
 }
@@ -25,13 +31,19 @@ impl KafkaCluster {
     /// # Panics
     /// When librdkafka cannot start the mock cluster (a test set-up failure).
     pub fn start(brokers: i32) -> Self {
-        let cluster = match MockCluster::new(brokers) {
+        let owner: BaseProducer = match ClientConfig::new()
+            .set("test.mock.num.brokers", brokers.to_string())
+            .create()
+        {
             Ok(c) => c,
             Err(e) => panic!("cannot start the mock Kafka cluster with {brokers} brokers: {e}"),
         };
-        let bootstrap = cluster.bootstrap_servers();
+        let bootstrap = match owner.client().mock_cluster() {
+            Some(m) => m.bootstrap_servers(),
+            None => panic!("librdkafka made no mock cluster for test.mock.num.brokers"),
+        };
         Self {
-            cluster,
+            owner,
             bootstrap,
             brokers,
         }
@@ -47,13 +59,35 @@ impl KafkaCluster {
     /// # Panics
     /// When the mock cluster refuses the topic.
     pub fn create_topic(&self, topic: &str, partitions: i32) {
-        if let Err(e) = self.cluster.create_topic(topic, partitions, self.brokers) {
+        if let Err(e) = self.mock().create_topic(topic, partitions, self.brokers) {
             panic!("cannot create topic {topic} ({partitions} partitions): {e}");
         }
     }
 
+    /// How long the group coordinator waits for more members when the first one joins an
+    /// empty group (like a broker's `group.initial.rebalance.delay.ms`; the mock's default
+    /// is 3 s). Tests that restart consumers often shorten it.
+    pub fn set_initial_rebalance_delay(&self, delay: Duration) {
+        let ms = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the handle belongs to `owner`, alive as long as `self`; the setter only
+        // stores the value in the mock cluster's defaults.
+        unsafe {
+            let mock =
+                rdkafka::bindings::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr());
+            if !mock.is_null() {
+                rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(mock, ms);
+            }
+        }
+    }
+
     /// The underlying mock cluster, to take brokers down/up, inject errors, etc.
-    pub fn mock(&self) -> &MockCluster<'static, DefaultProducerContext> {
-        &self.cluster
+    ///
+    /// # Panics
+    /// Never in practice: the owning client was created with a mock cluster.
+    pub fn mock(&self) -> MockCluster<'_, DefaultProducerContext> {
+        match self.owner.client().mock_cluster() {
+            Some(m) => m,
+            None => panic!("the mock cluster is gone"),
+        }
     }
 }

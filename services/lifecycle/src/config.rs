@@ -78,7 +78,10 @@ where
         .clone()
         .ignore_errors(true)
         .try_get_matches_from(args.iter().cloned());
+    // The file's keys are the top-level command's flags: a subcommand (`bifrost verify`)
+    // takes its flags from the command line and the environment only.
     if let Ok(first) = lenient
+        && first.subcommand_name().is_none()
         && let Some(path) = config_path(&cmd, &first)
     {
         let extra = file_flags(&cmd, &first, &path)
@@ -93,8 +96,10 @@ where
     A::from_arg_matches(&matches).map_err(|e| e.with_cmd(&cmd))
 }
 
-/// Gives every long flag without an `env` its `<PROGRAM>_<FLAG>` variable.
+/// Gives every long flag without an `env` its `<PROGRAM>_<FLAG>` variable, in subcommands
+/// too (`bifrost verify --store` reads `BIFROST_STORE`, as the top-level `--store` does).
 fn with_env(cmd: Command, program: &str) -> Command {
+    let cmd = cmd.mut_subcommands(|sub| with_env(sub, program));
     cmd.mut_args(|arg| {
         let takes_env = arg.get_env().is_none()
             && !matches!(
@@ -315,6 +320,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("/nonexistent/x.toml"), "{msg}");
+    }
+
+    #[test]
+    fn subcommand_flags_have_variables_and_skip_the_file() {
+        #[derive(Debug, Parser)]
+        #[command(subcommand_negates_reqs = true)]
+        struct Top {
+            #[arg(long, required = true)]
+            brokers: Option<String>,
+            #[command(subcommand)]
+            sub: Option<Sub>,
+            #[command(flatten)]
+            process: ProcessArgs,
+        }
+        #[derive(Debug, clap::Subcommand)]
+        enum Sub {
+            Check {
+                #[arg(long)]
+                store: String,
+                #[arg(long)]
+                deep: bool,
+            },
+        }
+        let cmd = with_env(<Top as clap::CommandFactory>::command(), "bifrost");
+        let check = cmd.find_subcommand("check").unwrap();
+        let env = check
+            .get_arguments()
+            .find(|a| a.get_long() == Some("store"))
+            .and_then(|a| a.get_env())
+            .map(|v| v.to_string_lossy().into_owned());
+        assert_eq!(env.as_deref(), Some("BIFROST_STORE"));
+
+        // A config file names top-level flags: used without a subcommand, ignored with one.
+        let f = file("brokers = \"b:9092\"\n");
+        let path = f.path().to_str().unwrap();
+        let t: Top = try_parse_from(P, ["svc", "--config", path]).unwrap();
+        assert_eq!(t.brokers.as_deref(), Some("b:9092"));
+        let t: Top =
+            try_parse_from(P, ["svc", "--config", path, "check", "--store", "s3://b"]).unwrap();
+        match t.sub {
+            Some(Sub::Check { store, deep }) => {
+                assert_eq!((store.as_str(), deep), ("s3://b", false))
+            }
+            None => panic!("the subcommand"),
+        }
+        let e = try_parse_from::<Top, _, _>(P, ["svc"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

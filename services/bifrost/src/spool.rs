@@ -1,0 +1,406 @@
+//! Local spool files: one per open partition file, written by one dedicated thread.
+//!
+//! The consuming task hands records over in batches (the payloads kafka-seq already copied
+//! out of librdkafka, not copied again) through a bounded channel; the writer thread appends
+//! them to their spool files and, when a file is finished, closes it and hands it to its
+//! partition's uploader. A spool record is a Baldr record whose payload is the message's
+//! offset (8 bytes, big-endian), a flag (1: a skipped tombstone, no value) and the value.
+//! Compression happens only when a file is uploaded, a few at a time, so memory does not
+//! grow with the number of partitions (no compressor state per partition).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::upload::UploadJob;
+
+/// Flag of a spool record holding a message's value.
+pub const VALUE: u8 = 0;
+/// Flag of a spool record standing for a skipped tombstone (offset only).
+pub const SKIPPED: u8 = 1;
+/// Bytes a spool record adds to the value: Baldr length, offset, flag.
+pub const OVERHEAD: u64 = 8 + 8 + 1;
+/// Open spool files kept at once; past it the writer closes them all and reopens on demand.
+const MAX_OPEN: usize = 512;
+const WRITE_BUF: usize = 256 * 1024;
+
+/// One message for a spool file.
+#[derive(Debug)]
+pub struct Entry {
+    /// The spool file's id.
+    pub spool: u64,
+    /// The message's offset.
+    pub offset: i64,
+    /// [`VALUE`] or [`SKIPPED`].
+    pub flag: u8,
+    /// The value (empty for a skipped tombstone).
+    pub value: Bytes,
+}
+
+/// What the writer thread does, in order.
+#[derive(Debug)]
+pub enum Command {
+    /// Append these entries.
+    Write(Vec<Entry>),
+    /// The file is complete: close it and give `job` to the uploader.
+    Finish {
+        /// The spool file's id.
+        spool: u64,
+        /// The finished file, for its uploader.
+        job: UploadJob,
+        /// The partition's uploader.
+        to: mpsc::Sender<UploadJob>,
+    },
+    /// The file is abandoned: delete it.
+    Discard {
+        /// The spool file's id.
+        spool: u64,
+    },
+}
+
+/// The spool directory of this process: created at start (removing those of dead
+/// processes), removed when dropped.
+#[derive(Debug)]
+pub struct SpoolDir {
+    dir: tempfile::TempDir,
+    _lock: File,
+    /// Bytes in spool files now (for the `bifrost_spool_bytes` gauge).
+    pub bytes: Arc<AtomicI64>,
+}
+
+impl SpoolDir {
+    /// Creates `<parent>/bifrost-XXXX` (locked while this process lives) after removing
+    /// unlocked ones left by dead processes.
+    ///
+    /// # Errors
+    /// [`Error::Spool`] when the directory cannot be created or locked.
+    pub fn create(parent: &Path) -> Result<SpoolDir> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Spool { path, source }
+        };
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        if let Ok(entries) = std::fs::read_dir(parent) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let stale = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("bifrost-"))
+                    && File::open(p.join("lock")).is_ok_and(|f| f.try_lock().is_ok());
+                if stale {
+                    tracing::info!(dir = %p.display(), "removing the spool of a dead process");
+                    let _ = std::fs::remove_dir_all(&p);
+                }
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("bifrost-")
+            .tempdir_in(parent)
+            .map_err(io(parent))?;
+        let lock_path = dir.path().join("lock");
+        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+        lock.try_lock().map_err(|e| Error::Spool {
+            path: lock_path,
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(SpoolDir {
+            dir,
+            _lock: lock,
+            bytes: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The file of spool `id`.
+    pub fn file(&self, id: u64) -> PathBuf {
+        file_of(self.dir.path(), id)
+    }
+}
+
+fn file_of(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id}.spool"))
+}
+
+/// Starts the writer thread; it ends when every sender of `commands` is dropped, returning
+/// the first write error (after which it discards what it is sent).
+///
+/// # Errors
+/// The thread cannot be started.
+pub fn start_writer(
+    dir: PathBuf,
+    bytes: Arc<AtomicI64>,
+    mut commands: mpsc::Receiver<Command>,
+    recycle: mpsc::Sender<Vec<Entry>>,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    std::thread::Builder::new()
+        .name("bifrost-spool".into())
+        .spawn(move || {
+            let mut w = Writer {
+                dir,
+                bytes,
+                open: HashMap::new(),
+                buf: Vec::with_capacity(WRITE_BUF),
+                failed: None,
+            };
+            while let Some(cmd) = commands.blocking_recv() {
+                match cmd {
+                    Command::Write(mut entries) => {
+                        if w.failed.is_none()
+                            && let Err(e) = w.write(&entries)
+                        {
+                            tracing::error!(error = %e, "spool write failed");
+                            w.failed = Some(e);
+                        }
+                        entries.clear();
+                        let _ = recycle.try_send(entries);
+                    }
+                    Command::Finish { spool, job, to } => {
+                        w.open.remove(&spool);
+                        if w.failed.is_none() {
+                            // The uploader's queue has room: the consumer counts what it sent.
+                            let _ = to.blocking_send(job);
+                        }
+                    }
+                    Command::Discard { spool } => {
+                        w.open.remove(&spool);
+                        let path = file_of(&w.dir, spool);
+                        remove_counted(&path, &w.bytes);
+                    }
+                }
+            }
+            w.failed.map_or(Ok(()), Err)
+        })
+        .map_err(|source| Error::Spool {
+            path: PathBuf::from("<spool writer thread>"),
+            source,
+        })
+}
+
+/// Removes a spool file and takes its size off the gauge.
+pub fn remove_counted(path: &Path, bytes: &AtomicI64) {
+    if let Ok(m) = std::fs::metadata(path) {
+        bytes.fetch_sub(m.len() as i64, Ordering::Relaxed);
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+struct Writer {
+    dir: PathBuf,
+    bytes: Arc<AtomicI64>,
+    open: HashMap<u64, File>,
+    buf: Vec<u8>,
+    failed: Option<Error>,
+}
+
+impl Writer {
+    fn write(&mut self, entries: &[Entry]) -> Result<()> {
+        let mut current = None;
+        for e in entries {
+            if current != Some(e.spool) || self.buf.len() + e.value.len() + 17 > WRITE_BUF {
+                if let Some(id) = current {
+                    self.flush(id)?;
+                }
+                current = Some(e.spool);
+            }
+            let len = 9 + e.value.len() as u64;
+            self.buf.extend_from_slice(&len.to_be_bytes());
+            self.buf.extend_from_slice(&e.offset.to_be_bytes());
+            self.buf.push(e.flag);
+            if e.value.len() > WRITE_BUF {
+                self.flush(e.spool)?;
+                self.file(e.spool)?
+                    .write_all(&e.value)
+                    .map_err(|source| Error::Spool {
+                        path: file_of(&self.dir, e.spool),
+                        source,
+                    })?;
+                self.bytes
+                    .fetch_add(e.value.len() as i64, Ordering::Relaxed);
+            } else {
+                self.buf.extend_from_slice(&e.value);
+            }
+        }
+        if let Some(id) = current {
+            self.flush(id)?;
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, id: u64) -> Result<&mut File> {
+        if !self.open.contains_key(&id) && self.open.len() >= MAX_OPEN {
+            self.open.clear();
+        }
+        let path = file_of(&self.dir, id);
+        match self.open.entry(id) {
+            std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|source| Error::Spool { path, source })?;
+                Ok(v.insert(f))
+            }
+        }
+    }
+
+    fn flush(&mut self, id: u64) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let path = file_of(&self.dir, id);
+        let result = self.file(id).and_then(|f| {
+            f.write_all(&buf)
+                .map_err(|source| Error::Spool { path, source })
+        });
+        self.bytes.fetch_add(buf.len() as i64, Ordering::Relaxed);
+        self.buf = buf;
+        self.buf.clear();
+        result
+    }
+}
+
+/// Reads a spool file's entries in order: `(offset, flag, value)`.
+pub struct SpoolReader {
+    input: BufReader<File>,
+    path: PathBuf,
+    value: Vec<u8>,
+}
+
+impl SpoolReader {
+    /// Opens a finished spool file.
+    ///
+    /// # Errors
+    /// [`Error::Spool`] when it cannot be opened.
+    pub fn open(path: &Path) -> Result<SpoolReader> {
+        let f = File::open(path).map_err(|source| Error::Spool {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(SpoolReader {
+            input: BufReader::with_capacity(256 * 1024, f),
+            path: path.to_path_buf(),
+            value: Vec::new(),
+        })
+    }
+
+    /// The next entry; `None` at the end.
+    ///
+    /// # Errors
+    /// [`Error::Spool`] on an I/O error or a truncated file.
+    pub fn next_entry(&mut self) -> Result<Option<(i64, u8, &[u8])>> {
+        let mut head = [0u8; 17];
+        let err = |source| Error::Spool {
+            path: self.path.clone(),
+            source,
+        };
+        match self.input.read_exact(&mut head[..1]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(err(e)),
+        }
+        self.input.read_exact(&mut head[1..]).map_err(err)?;
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&head[..8]);
+        let len = u64::from_be_bytes(n).saturating_sub(9) as usize;
+        n.copy_from_slice(&head[8..16]);
+        let offset = i64::from_be_bytes(n);
+        let flag = head[16];
+        self.value.resize(len, 0);
+        self.input
+            .read_exact(&mut self.value)
+            .map_err(|source| Error::Spool {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(Some((offset, flag, &self.value)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_round_trip_and_stale_spools_are_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        // A dead process's spool: a directory whose lock nobody holds.
+        let dead = parent.path().join("bifrost-dead");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::write(dead.join("lock"), b"").unwrap();
+        std::fs::write(dead.join("1.spool"), b"junk").unwrap();
+        let spool = SpoolDir::create(parent.path()).unwrap();
+        assert!(!dead.exists());
+        // A live one (ours) is kept by a second process starting.
+        let other = SpoolDir::create(parent.path()).unwrap();
+        assert!(spool.path().exists());
+        drop(other);
+
+        let (tx, rx) = mpsc::channel(4);
+        let (rtx, mut rrx) = mpsc::channel(4);
+        let writer =
+            start_writer(spool.path().to_path_buf(), spool.bytes.clone(), rx, rtx).unwrap();
+        let big = Bytes::from(vec![7u8; WRITE_BUF + 10]);
+        let entries = vec![
+            Entry {
+                spool: 1,
+                offset: 10,
+                flag: VALUE,
+                value: Bytes::from_static(b"a"),
+            },
+            Entry {
+                spool: 2,
+                offset: 3,
+                flag: VALUE,
+                value: Bytes::from_static(b"x"),
+            },
+            Entry {
+                spool: 1,
+                offset: 11,
+                flag: SKIPPED,
+                value: Bytes::new(),
+            },
+            Entry {
+                spool: 1,
+                offset: 12,
+                flag: VALUE,
+                value: big.clone(),
+            },
+        ];
+        tx.send(Command::Write(entries)).await.unwrap();
+        tx.send(Command::Discard { spool: 2 }).await.unwrap();
+        let recycled = rrx.recv().await.unwrap();
+        assert!(recycled.is_empty() && recycled.capacity() >= 4);
+        drop(tx);
+        tokio::task::spawn_blocking(move || writer.join().unwrap().unwrap())
+            .await
+            .unwrap();
+        assert!(!spool.file(2).exists());
+        let mut r = SpoolReader::open(&spool.file(1)).unwrap();
+        let mut got = Vec::new();
+        while let Some((o, f, v)) = r.next_entry().unwrap() {
+            got.push((o, f, v.to_vec()));
+        }
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], (10, VALUE, b"a".to_vec()));
+        assert_eq!(got[1], (11, SKIPPED, vec![]));
+        assert_eq!((got[2].0, got[2].2.len()), (12, WRITE_BUF + 10));
+        assert_eq!(
+            spool.bytes.load(Ordering::Relaxed) as u64,
+            std::fs::metadata(spool.file(1)).unwrap().len()
+        );
+    }
+}
