@@ -5,3 +5,5 @@
 pub mod baldr_cmd;
 #[cfg(feature = "blueshift")]
 pub mod blueshift_cmd;
+#[cfg(feature = "syslogger")]
+pub mod syslogger_cmd;
