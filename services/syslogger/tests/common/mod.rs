@@ -55,8 +55,8 @@ pub fn read_topic(
     let mut out = Vec::new();
     let end = Instant::now() + wait;
     while out.len() < n && Instant::now() < end {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            {
                 let mut headers = HashMap::new();
                 if let Some(h) = m.headers() {
                     for i in 0..h.count() {
@@ -71,7 +71,6 @@ pub fn read_topic(
                     headers,
                 });
             }
-            Some(Err(_)) | None => {}
         }
     }
     out
