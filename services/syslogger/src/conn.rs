@@ -217,7 +217,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    drop(writer);
+    // Held, not dropped: dropping a TCP write half sends FIN, which clients (rsyslog's
+    // omfwd) read as the server closing the connection.
+    let _writer = writer;
     let (tx, rx) = mpsc::channel(SETTLE_QUEUE);
     let settler = tokio::spawn(settle_all::<W>(cfg.shared.clone(), rx, None));
     let mut decoder = Decoder::new(cfg.framing, cfg.max_frame);
