@@ -12,8 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use metrics::Counter;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -106,13 +107,70 @@ enum Item {
     Reply(Vec<u8>),
 }
 
-/// Builds and submits one frame's message (or dead-letters an oversized one).
+/// Items at most per batch handed to the settler.
+const BATCH: usize = 256;
+
+/// A connection's items on their way to its settler, handed over a batch at a time (one
+/// channel operation and at most one wake-up per batch rather than per message).
+struct Batcher {
+    tx: mpsc::Sender<Vec<Item>>,
+    items: Vec<Item>,
+}
+
+impl Batcher {
+    fn new(tx: mpsc::Sender<Vec<Item>>) -> Self {
+        Self {
+            tx,
+            items: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Adds an item, handing the batch over when full; `false` when the settler is gone.
+    async fn push(&mut self, item: Item) -> bool {
+        self.items.push(item);
+        if self.items.len() >= BATCH {
+            return self.flush().await;
+        }
+        true
+    }
+
+    /// Hands over what is pending; `false` when the settler is gone.
+    async fn flush(&mut self) -> bool {
+        if self.items.is_empty() {
+            return true;
+        }
+        let items = std::mem::replace(&mut self.items, Vec::with_capacity(BATCH));
+        self.tx.send(items).await.is_ok()
+    }
+}
+
+/// When the bytes of a read arrived: one clock reading per read, not per message.
+#[derive(Clone, Copy)]
+struct Clock {
+    utc: DateTime<Utc>,
+    at: Instant,
+}
+
+impl Clock {
+    fn now() -> Self {
+        Self {
+            utc: Utc::now(),
+            at: Instant::now(),
+        }
+    }
+}
+
+/// Builds and submits one frame's message (or dead-letters an oversized one). Messages
+/// held in `batch` hold budget that only their settling gives back: they are handed over
+/// before waiting for room.
 async fn submit_frame(
     cfg: &ConnConfig,
     frame: Frame,
     scratch: &mut Scratch,
     oversize_logged: &mut bool,
     peer: SocketAddr,
+    clock: Clock,
+    batch: &mut Batcher,
 ) -> Submitted {
     let shared = &cfg.shared;
     shared.counts.received.fetch_add(1, Ordering::Relaxed);
@@ -140,51 +198,65 @@ async fn submit_frame(
         }
         Frame::Message(_) => None,
     };
-    let (out, parsed) = shared.pipeline.build(frame.bytes(), Utc::now(), scratch);
+    let (out, parsed) = shared
+        .pipeline
+        .build(frame.bytes(), clock.utc, clock.at, scratch);
     if !parsed {
         cfg.metrics.parse_failures.increment(1);
     }
     match oversized {
         Some(reason) if cfg.oversize == Oversize::DeadLetter => Submitted::Refused(out, reason),
-        _ => shared.submit(out).await,
+        _ => {
+            if !shared.has_room(&out) {
+                batch.flush().await;
+            }
+            shared.submit(out).await
+        }
     }
 }
 
 /// Settles items in order; for RELP writes the answers to `writer`.
 async fn settle_all<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Item>,
+    mut rx: mpsc::Receiver<Vec<Item>>,
     writer: Option<W>,
 ) {
     let mut writer = writer.map(|w| BufWriter::with_capacity(16 * 1024, w));
     let mut answer = Vec::with_capacity(64);
     let mut broken = false;
-    while let Some(item) = rx.recv().await {
-        answer.clear();
-        match item {
-            Item::Message(submitted, txnr) => {
-                let settled = shared.settle(submitted).await;
-                if let Some(txnr) = txnr
-                    && settled.acknowledged()
-                {
-                    relp::response(txnr, relp::OK, &mut answer);
+    // Registered once for the connection, not once per message.
+    let mut deadline = std::pin::pin!(shared.deadline.clone().cancelled_owned());
+    while let Some(items) = rx.recv().await {
+        for item in items {
+            answer.clear();
+            match item {
+                Item::Message(submitted, txnr) => {
+                    let settled = shared.settle(submitted, deadline.as_mut()).await;
+                    if let Some(txnr) = txnr
+                        && settled.acknowledged()
+                    {
+                        relp::response(txnr, relp::OK, &mut answer);
+                    }
                 }
+                Item::Reply(bytes) => answer.extend_from_slice(&bytes),
             }
-            Item::Reply(bytes) => answer.extend_from_slice(&bytes),
-        }
-        if let Some(w) = writer.as_mut()
-            && !broken
-            && !answer.is_empty()
-        {
-            let mut r = w.write_all(&answer).await;
-            // Answers go out in batches: flush when nothing else is ready.
-            if r.is_ok() && rx.is_empty() {
-                r = w.flush().await;
-            }
-            if let Err(e) = r {
+            if let Some(w) = writer.as_mut()
+                && !broken
+                && !answer.is_empty()
+                && let Err(e) = w.write_all(&answer).await
+            {
                 tracing::debug!(error = %e, "RELP client gone; its unanswered transactions will be sent again");
                 broken = true;
             }
+        }
+        // Answers go out in batches: flush when nothing else is ready.
+        if let Some(w) = writer.as_mut()
+            && !broken
+            && rx.is_empty()
+            && let Err(e) = w.flush().await
+        {
+            tracing::debug!(error = %e, "RELP client gone; its unanswered transactions will be sent again");
+            broken = true;
         }
     }
     if let Some(mut w) = writer
@@ -220,24 +292,40 @@ where
     // Held, not dropped: dropping a TCP write half sends FIN, which clients (rsyslog's
     // omfwd) read as the server closing the connection.
     let _writer = writer;
-    let (tx, rx) = mpsc::channel(SETTLE_QUEUE);
+    let (tx, rx) = mpsc::channel(SETTLE_QUEUE / BATCH);
     let settler = tokio::spawn(settle_all::<W>(cfg.shared.clone(), rx, None));
+    let mut batch = Batcher::new(tx);
     let mut decoder = Decoder::new(cfg.framing, cfg.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scratch = Scratch::default();
     let mut oversize_logged = false;
     let mut eof = false;
+    let mut clock = Clock::now();
     loop {
         while let Some(frame) = decoder.decode(&mut buf, eof) {
-            let s = submit_frame(&cfg, frame, &mut scratch, &mut oversize_logged, peer).await;
-            if tx.send(Item::Message(s, None)).await.is_err() {
+            let s = submit_frame(
+                &cfg,
+                frame,
+                &mut scratch,
+                &mut oversize_logged,
+                peer,
+                clock,
+                &mut batch,
+            )
+            .await;
+            if !batch.push(Item::Message(s, None)).await {
                 return;
             }
+        }
+        if !batch.flush().await {
+            return;
         }
         if eof {
             break;
         }
-        match read_some(&mut reader, &mut buf, &cfg.stop_reading).await {
+        let read = read_some(&mut reader, &mut buf, &cfg.stop_reading).await;
+        clock = Clock::now();
+        match read {
             Ok(0) => eof = true,
             Ok(n) => cfg.metrics.bytes.increment(n as u64),
             Err(e) => {
@@ -246,7 +334,7 @@ where
             }
         }
     }
-    drop(tx);
+    drop(batch);
     let _ = settler.await;
 }
 
@@ -257,13 +345,15 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(SETTLE_QUEUE);
+    let (tx, rx) = mpsc::channel(SETTLE_QUEUE / BATCH);
     let settler = tokio::spawn(settle_all(cfg.shared.clone(), rx, Some(writer)));
+    let mut batch = Batcher::new(tx);
     let mut decoder = relp::Decoder::new(cfg.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scratch = Scratch::default();
     let mut oversize_logged = false;
     let mut answer = Vec::new();
+    let mut clock = Clock::now();
     'session: loop {
         loop {
             let f = match decoder.decode(&mut buf) {
@@ -286,16 +376,24 @@ where
                         },
                         None => Frame::Message(trim_end(f.data)),
                     };
-                    let s =
-                        submit_frame(&cfg, frame, &mut scratch, &mut oversize_logged, peer).await;
-                    if tx.send(Item::Message(s, Some(f.txnr))).await.is_err() {
+                    let s = submit_frame(
+                        &cfg,
+                        frame,
+                        &mut scratch,
+                        &mut oversize_logged,
+                        peer,
+                        clock,
+                        &mut batch,
+                    )
+                    .await;
+                    if !batch.push(Item::Message(s, Some(f.txnr))).await {
                         break 'session;
                     }
                     continue;
                 }
                 relp::Command::Close => {
                     relp::response(f.txnr, relp::OK, &mut answer);
-                    let _ = tx.send(Item::Reply(answer.clone())).await;
+                    let _ = batch.push(Item::Reply(answer.clone())).await;
                     break 'session;
                 }
                 relp::Command::Other(cmd) => {
@@ -303,16 +401,21 @@ where
                     relp::response(f.txnr, "500 command not supported", &mut answer);
                 }
             }
-            if tx.send(Item::Reply(answer.clone())).await.is_err() {
+            if !batch.push(Item::Reply(answer.clone())).await {
                 break 'session;
             }
         }
+        if !batch.flush().await {
+            break 'session;
+        }
         // RELP clients keep what is not answered: on SIGTERM stop taking transactions at
         // once, answer what was taken, and tell the client.
-        match read_some(&mut reader, &mut buf, &cfg.stop).await {
+        let read = read_some(&mut reader, &mut buf, &cfg.stop).await;
+        clock = Clock::now();
+        match read {
             Ok(0) => {
                 if cfg.stop.is_cancelled() {
-                    let _ = tx.send(Item::Reply(relp::SERVER_CLOSE.to_vec())).await;
+                    let _ = batch.push(Item::Reply(relp::SERVER_CLOSE.to_vec())).await;
                 }
                 break;
             }
@@ -323,7 +426,8 @@ where
             }
         }
     }
-    drop(tx);
+    let _ = batch.flush().await;
+    drop(batch);
     let _ = settler.await;
 }
 
@@ -342,8 +446,9 @@ fn trim_end(mut b: Bytes) -> Bytes {
 /// datagram is dropped and counted (UDP has no way to push back).
 pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
     let dropped = metrics::counter!("syslogger_udp_dropped_total");
-    let (tx, rx) = mpsc::channel(SETTLE_QUEUE);
+    let (tx, rx) = mpsc::channel(SETTLE_QUEUE / BATCH);
     let settler = tokio::spawn(settle_all::<tokio::io::Sink>(cfg.shared.clone(), rx, None));
+    let mut batch = Batcher::new(tx);
     let mut buf = BytesMut::with_capacity(READ_CHUNK * 2);
     let mut scratch = Scratch::default();
     let mut oversize_logged = false;
@@ -376,9 +481,19 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
             Frame::Message(data)
         };
         let shared = &cfg.shared;
+        let clock = Clock::now();
         if frame_is_oversize_dead_letter(&cfg, &frame) {
-            let s = submit_frame(&cfg, frame, &mut scratch, &mut oversize_logged, peer).await;
-            if tx.send(Item::Message(s, None)).await.is_err() {
+            let s = submit_frame(
+                &cfg,
+                frame,
+                &mut scratch,
+                &mut oversize_logged,
+                peer,
+                clock,
+                &mut batch,
+            )
+            .await;
+            if !batch.push(Item::Message(s, None)).await || !batch.flush().await {
                 break;
             }
             continue;
@@ -390,7 +505,7 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
         }
         let (out, parsed) = shared
             .pipeline
-            .build(frame.bytes(), Utc::now(), &mut scratch);
+            .build(frame.bytes(), clock.utc, clock.at, &mut scratch);
         if !parsed {
             cfg.metrics.parse_failures.increment(1);
         }
@@ -401,11 +516,12 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
             continue;
         };
         let s = shared.submit_held(out, held).await;
-        if tx.send(Item::Message(s, None)).await.is_err() {
+        // One datagram per receive: hand it over now (no later read completes a batch).
+        if !batch.push(Item::Message(s, None)).await || !batch.flush().await {
             break;
         }
     }
-    drop(tx);
+    drop(batch);
     let _ = settler.await;
 }
 

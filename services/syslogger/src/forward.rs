@@ -14,8 +14,9 @@ use chrono::{DateTime, Utc};
 use kafka_seq::{DeliveryReport, KafkaProducer, Record};
 use metrics::{Counter, Gauge, Histogram};
 use rdkafka::error::RDKafkaErrorCode;
+use std::pin::Pin;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::format::{Format, encode};
 use crate::parse::{Message, Parser};
@@ -112,6 +113,7 @@ impl Pipeline {
         &self,
         frame: &Bytes,
         received: DateTime<Utc>,
+        at: Instant,
         scratch: &mut Scratch,
     ) -> (Outgoing, bool) {
         let Scratch {
@@ -196,7 +198,7 @@ impl Pipeline {
                     partition: None,
                     timestamp: None,
                 },
-                received: Instant::now(),
+                received: at,
             },
             parsed,
         )
@@ -341,6 +343,11 @@ fn error_code(e: &kafka_seq::Error) -> Option<RDKafkaErrorCode> {
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 impl Shared {
+    /// Whether the budget has room for `out` now.
+    pub fn has_room(&self, out: &Outgoing) -> bool {
+        self.budget.available_permits() >= out.size().clamp(1, self.budget_bytes)
+    }
+
     /// Holds room for `out` under the budget and produces it; waits while the budget or
     /// the producer's in-flight bound is full.
     pub async fn submit(&self, out: Outgoing) -> Submitted {
@@ -407,7 +414,11 @@ impl Shared {
 
     /// Waits for a submitted message's fate: Kafka's acknowledgement, a dead letter after a
     /// permanent refusal, retries after a transient one, or the spill at the deadline.
-    pub async fn settle(&self, submitted: Submitted) -> Settled {
+    pub async fn settle(
+        &self,
+        submitted: Submitted,
+        mut deadline: Pin<&mut WaitForCancellationFutureOwned>,
+    ) -> Settled {
         let mut retry = ExponentialBuilder::new()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(MAX_RETRY_WAIT)
@@ -424,16 +435,20 @@ impl Shared {
                         out,
                         held,
                     } = p;
-                    let r = tokio::select! {
-                        biased;
-                        r = &mut report => r,
-                        () = self.deadline.cancelled() => {
-                            // A report that is already there still counts.
-                            match futures::FutureExt::now_or_never(&mut report) {
-                                Some(r) => r,
-                                None => return self.spill(out),
+                    let r = match futures::FutureExt::now_or_never(&mut report) {
+                        Some(r) => r,
+                        None if self.deadline.is_cancelled() => return self.spill(out),
+                        None => tokio::select! {
+                            biased;
+                            r = &mut report => r,
+                            () = deadline.as_mut() => {
+                                // A report that is already there still counts.
+                                match futures::FutureExt::now_or_never(&mut report) {
+                                    Some(r) => r,
+                                    None => return self.spill(out),
+                                }
                             }
-                        }
+                        },
                     };
                     drop(held);
                     match r {

@@ -507,8 +507,10 @@ pub async fn run_with(
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let mut all_settled = true;
+                    let mut deadline = std::pin::pin!(shared.deadline.clone().cancelled_owned());
                     while let Some(s) = rx.recv().await {
-                        all_settled &= shared.settle(s).await != Settled::Spilled;
+                        all_settled &=
+                            shared.settle(s, deadline.as_mut()).await != Settled::Spilled;
                     }
                     all_settled
                 })
