@@ -3,7 +3,7 @@
 //! syslog messages of 200 bytes sent over loopback.
 //!
 //! `cargo run --release -p benches --bin syslogger_throughput -- [MESSAGES] [ROUNDS]`
-//! (defaults 200000, 3). Variants, each in its own child process (so its peak RSS,
+//! (defaults 300000, 3). Variants, each in its own child process (so its peak RSS,
 //! `VmHWM`, is its own):
 //! - `bare`: a `ThreadedProducer` (idempotent, `linger.ms=5`) producing the messages;
 //! - `tcp`: syslogger (`--format raw --key host`), one TCP connection, LF framing;
@@ -12,8 +12,9 @@
 //!   connection (skipped when rsyslogd is missing).
 //!
 //! One warm-up message goes through each variant first (connections and producer ids
-//! made), untimed; then time runs from the first byte sent (for `bare`, the first `send`)
-//! until the topic's high watermarks add up to N (+1). `SYSLOGGER_BENCH_ONLY=tcp,relp`
+//! made), untimed; then time runs from the first byte sent (for `bare`, from telling the
+//! ready child to go) until the topic's high watermarks, polled by the parent, add up to
+//! N (+1): every variant is timed the same way. `SYSLOGGER_BENCH_ONLY=tcp,relp`
 //! runs only those variants. Each round runs every variant on a fresh 8-partition topic;
 //! the median round is reported. Targets: tcp >= 0.7x bare and >= 1.0x rsyslog; relp >=
 //! 0.5x tcp; RSS bounded.
@@ -96,6 +97,11 @@ fn child_bare(brokers: &str, topic: &str, n: usize) {
         .map_err(|(e, _)| e)
         .expect("warm-up");
     p.flush(Duration::from_secs(30)).expect("warm-up flush");
+    // Ready; the parent starts its clock and says go.
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let mut go = String::new();
+    let _ = std::io::stdin().read_line(&mut go);
     let start = Instant::now();
     for i in 0..n {
         let m = message(i);
@@ -161,11 +167,15 @@ fn spawn_self(args: &[&str]) -> Child {
         .expect("child")
 }
 
+/// One line of the child's stdout (read a byte at a time: no buffer keeps the next line).
 fn line(child: &mut Child) -> String {
     let out = child.stdout.as_mut().expect("stdout");
-    let mut s = String::new();
-    BufReader::new(out).read_line(&mut s).expect("read");
-    s
+    let mut s = Vec::new();
+    let mut b = [0u8; 1];
+    while std::io::Read::read(out, &mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+        s.push(b[0]);
+    }
+    String::from_utf8_lossy(&s).into_owned()
 }
 
 fn send_tcp(addr: SocketAddr, n: usize) {
@@ -192,7 +202,7 @@ fn send_relp(addr: SocketAddr, n: usize) {
     let mut w = std::io::BufWriter::new(s.try_clone().expect("clone"));
     let mut r = BufReader::new(s);
     let offers = "relp_version=0\nrelp_software=bench\ncommands=syslog";
-    write!(w, "1 open {} {offers}\n", offers.len()).expect("open");
+    writeln!(w, "1 open {} {offers}", offers.len()).expect("open");
     w.flush().expect("flush");
     let read_rsp = |r: &mut BufReader<std::net::TcpStream>| {
         // `TXNR rsp LEN DATA\n`; open's DATA has LFs: read LEN bytes.
@@ -292,7 +302,7 @@ fn main() {
         Some("serve") => return child_serve(&a[2], &a[3]),
         _ => {}
     }
-    let n = arg(1, 200_000);
+    let n = arg(1, 300_000);
     let rounds = arg(2, 3);
     let cluster: MockCluster<'static, DefaultProducerContext> =
         MockCluster::new(1).expect("mock cluster");
@@ -324,11 +334,20 @@ fn main() {
             let (secs, kb) = match *variant {
                 "bare" => {
                     let mut c = spawn_self(&["bare", &brokers, &topic, &n.to_string()]);
+                    assert_eq!(line(&mut c).trim(), "ready");
+                    // Timed like the others: from "go" until the watermarks say N (+1).
+                    let start = Instant::now();
+                    let mut stdin = c.stdin.take().expect("stdin");
+                    writeln!(stdin, "go").expect("go");
+                    drop(stdin);
+                    let secs = wait_for(&watcher, &topic, n + 1, start).as_secs_f64();
                     let out = line(&mut c);
                     let _ = c.wait();
-                    let mut it = out.split_whitespace();
-                    let secs: f64 = it.next().and_then(|s| s.parse().ok()).expect("secs");
-                    let kb: u64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let kb: u64 = out
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
                     (secs, kb)
                 }
                 "tcp" | "relp" => {

@@ -227,11 +227,14 @@ async fn settle_all<W: AsyncWrite + Unpin>(
     // Registered once for the connection, not once per message.
     let mut deadline = std::pin::pin!(shared.deadline.clone().cancelled_owned());
     while let Some(items) = rx.recv().await {
+        let mut released = 0;
         for item in items {
             answer.clear();
             match item {
                 Item::Message(submitted, txnr) => {
-                    let settled = shared.settle(submitted, deadline.as_mut()).await;
+                    let settled = shared
+                        .settle(submitted, deadline.as_mut(), &mut released)
+                        .await;
                     if let Some(txnr) = txnr
                         && settled.acknowledged()
                     {
@@ -249,6 +252,7 @@ async fn settle_all<W: AsyncWrite + Unpin>(
                 broken = true;
             }
         }
+        shared.release(released);
         // Answers go out in batches: flush when nothing else is ready.
         if let Some(w) = writer.as_mut()
             && !broken

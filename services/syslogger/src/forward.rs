@@ -12,10 +12,10 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use kafka_seq::{DeliveryReport, KafkaProducer, Record};
-use metrics::{Counter, Gauge, Histogram};
+use metrics::{Counter, Histogram};
 use rdkafka::error::RDKafkaErrorCode;
 use std::pin::Pin;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::format::{Format, encode};
@@ -38,6 +38,8 @@ pub struct Pipeline {
     pub parser: Parser,
     pub format: Format,
     pub topic: Template,
+    /// The topic when the template has no field.
+    pub static_topic: Option<Arc<str>>,
     pub topic_fallback: Arc<str>,
     pub key: KeySpec,
     pub headers: bool,
@@ -49,23 +51,57 @@ pub struct Scratch {
     out: BytesMut,
     text: String,
     render: String,
-    topics: HashMap<String, Arc<str>>,
-    keys: HashMap<String, Bytes>,
+    topics: Interner<Arc<str>>,
+    keys: Interner<Bytes>,
 }
 
 /// The most distinct topics or keys a connection remembers before it starts over.
 const INTERN_MAX: usize = 1024;
 
-fn intern<T: Clone>(map: &mut HashMap<String, T>, s: &str, make: impl FnOnce(&str) -> T) -> T {
-    if let Some(v) = map.get(s) {
-        return v.clone();
+/// Rendered topics and keys, made once per distinct text: the last one is compared first
+/// (a connection usually carries one host), then a map.
+struct Interner<T> {
+    last: Option<(String, T)>,
+    map: HashMap<String, T>,
+}
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Self {
+            last: None,
+            map: HashMap::new(),
+        }
     }
-    if map.len() >= INTERN_MAX {
-        map.clear();
+}
+
+impl<T: Clone> Interner<T> {
+    fn get(&mut self, s: &str, make: impl FnOnce(&str) -> T) -> T {
+        if let Some((text, v)) = &self.last
+            && text == s
+        {
+            return v.clone();
+        }
+        let v = match self.map.get(s) {
+            Some(v) => v.clone(),
+            None => {
+                if self.map.len() >= INTERN_MAX {
+                    self.map.clear();
+                }
+                let v = make(s);
+                self.map.insert(s.to_string(), v.clone());
+                v
+            }
+        };
+        match &mut self.last {
+            Some((text, last)) => {
+                text.clear();
+                text.push_str(s);
+                *last = v.clone();
+            }
+            None => self.last = Some((s.to_string(), v.clone())),
+        }
+        v
     }
-    let v = make(s);
-    map.insert(s.to_string(), v.clone());
-    v
 }
 
 /// A message ready to produce.
@@ -139,11 +175,11 @@ impl Pipeline {
             encode(self.format, frame, utf8, &m, received, out);
             out.split().freeze()
         };
-        let topic = match self.topic.as_static() {
-            Some(t) => intern(topics, t, |s| Arc::from(s)),
+        let topic = match &self.static_topic {
+            Some(t) => t.clone(),
             None => {
                 if self.topic.render(&m, render) && sanitize_topic(render) {
-                    intern(topics, render, |s| Arc::from(s))
+                    topics.get(render, |s| Arc::from(s))
                 } else {
                     self.topic_fallback.clone()
                 }
@@ -153,9 +189,7 @@ impl Pipeline {
             KeySpec::None => None,
             KeySpec::Template(t) => {
                 if t.render(&m, render) {
-                    Some(intern(keys, render, |s| {
-                        Bytes::copy_from_slice(s.as_bytes())
-                    }))
+                    Some(keys.get(render, |s| Bytes::copy_from_slice(s.as_bytes())))
                 } else {
                     None
                 }
@@ -224,8 +258,6 @@ pub struct Metrics {
     pub refused: Counter,
     pub spilled: Counter,
     pub retried: Counter,
-    pub in_flight_bytes: Gauge,
-    pub in_flight: Gauge,
     pub latency: Histogram,
 }
 
@@ -237,8 +269,6 @@ impl Metrics {
             refused: metrics::counter!("syslogger_refused_total"),
             spilled: metrics::counter!("syslogger_spilled_total"),
             retried: metrics::counter!("syslogger_delivery_retries_total"),
-            in_flight_bytes: metrics::gauge!("syslogger_in_flight_bytes"),
-            in_flight: metrics::gauge!("syslogger_in_flight"),
             latency: metrics::histogram!("syslogger_delivery_seconds"),
         }
     }
@@ -258,18 +288,11 @@ pub struct Shared {
     pub spill: Mutex<Vec<Envelope>>,
 }
 
-/// Room under the in-flight budget held by a message until it is settled.
+/// Room under the in-flight budget held by a message until it is settled. Its settler
+/// gives the room back, a batch at a time ([`Shared::release`]): one semaphore operation
+/// per batch rather than per message.
 pub struct Held {
-    _permit: OwnedSemaphorePermit,
     bytes: usize,
-    metrics: Metrics,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.metrics.in_flight_bytes.decrement(self.bytes as f64);
-        self.metrics.in_flight.decrement(1.0);
-    }
 }
 
 /// A produced message waiting for Kafka's report.
@@ -355,29 +378,21 @@ impl Shared {
         let Ok(n) = u32::try_from(bytes) else {
             return Submitted::Spill(out);
         };
-        let permit = tokio::select! {
+        tokio::select! {
             biased;
-            p = self.budget.clone().acquire_many_owned(n) => match p {
-                Ok(p) => p,
+            p = self.budget.acquire_many(n) => match p {
+                Ok(p) => p.forget(),
                 Err(_) => return Submitted::Spill(out),
             },
             () = self.deadline.cancelled() => return Submitted::Spill(out),
         };
-        self.metrics.in_flight_bytes.increment(bytes as f64);
-        self.metrics.in_flight.increment(1.0);
-        let held = Held {
-            _permit: permit,
-            bytes,
-            metrics: self.metrics.clone(),
-        };
-        let sent = tokio::select! {
-            biased;
-            r = self.producer.send(&out.topic, &out.record) => r,
-            () = self.deadline.cancelled() => return Submitted::Spill(out),
-        };
-        match sent {
-            Ok(report) => Submitted::Pending(Pending { report, out, held }),
-            Err(e) => Submitted::Refused(out, e.to_string()),
+        self.submit_held(out, Held { bytes }).await
+    }
+
+    /// Gives `bytes` of room back to the budget.
+    pub fn release(&self, bytes: usize) {
+        if bytes > 0 {
+            self.budget.add_permits(bytes);
         }
     }
 
@@ -385,39 +400,41 @@ impl Shared {
     /// is full (UDP drops then).
     pub fn try_hold(&self, out: &Outgoing) -> Option<Held> {
         let bytes = out.size().clamp(1, self.budget_bytes);
-        let permit = self
-            .budget
-            .clone()
-            .try_acquire_many_owned(u32::try_from(bytes).ok()?)
-            .ok()?;
-        self.metrics.in_flight_bytes.increment(bytes as f64);
-        self.metrics.in_flight.increment(1.0);
-        Some(Held {
-            _permit: permit,
-            bytes,
-            metrics: self.metrics.clone(),
-        })
+        self.budget
+            .try_acquire_many(u32::try_from(bytes).ok()?)
+            .ok()?
+            .forget();
+        Some(Held { bytes })
     }
 
-    /// Produces a message already holding room (UDP).
+    /// Produces a message already holding room.
     pub async fn submit_held(&self, out: Outgoing, held: Held) -> Submitted {
         let sent = tokio::select! {
             biased;
             r = self.producer.send(&out.topic, &out.record) => r,
-            () = self.deadline.cancelled() => return Submitted::Spill(out),
+            () = self.deadline.cancelled() => {
+                self.release(held.bytes);
+                return Submitted::Spill(out);
+            }
         };
         match sent {
             Ok(report) => Submitted::Pending(Pending { report, out, held }),
-            Err(e) => Submitted::Refused(out, e.to_string()),
+            Err(e) => {
+                self.release(held.bytes);
+                Submitted::Refused(out, e.to_string())
+            }
         }
     }
 
     /// Waits for a submitted message's fate: Kafka's acknowledgement, a dead letter after a
     /// permanent refusal, retries after a transient one, or the spill at the deadline.
+    /// The room the message held is added to `released`, for the caller to give back
+    /// ([`release`](Self::release)) once per batch.
     pub async fn settle(
         &self,
         submitted: Submitted,
         mut deadline: Pin<&mut WaitForCancellationFutureOwned>,
+        released: &mut usize,
     ) -> Settled {
         let mut retry = ExponentialBuilder::new()
             .with_min_delay(Duration::from_millis(100))
@@ -435,6 +452,7 @@ impl Shared {
                         out,
                         held,
                     } = p;
+                    *released += held.bytes;
                     let r = match futures::FutureExt::now_or_never(&mut report) {
                         Some(r) => r,
                         None if self.deadline.is_cancelled() => return self.spill(out),
@@ -450,7 +468,6 @@ impl Shared {
                             }
                         },
                     };
-                    drop(held);
                     match r {
                         Ok(_) => {
                             self.counts.delivered.fetch_add(1, Ordering::Relaxed);
@@ -475,6 +492,8 @@ impl Shared {
                 () = tokio::time::sleep(wait) => {}
                 () = self.deadline.cancelled() => return self.spill(out),
             }
+            // The room this message held is needed again now, not at the batch's end.
+            self.release(std::mem::take(released));
             submitted = self.submit(out).await;
         }
     }

@@ -352,6 +352,7 @@ fn check(args: &Args) -> Result<Checked> {
         pipeline: Pipeline {
             parser: Parser::new(zone),
             format: args.format,
+            static_topic: topic.as_static().map(Arc::from),
             topic,
             topic_fallback: fallback.into(),
             key,
@@ -509,8 +510,10 @@ pub async fn run_with(
                     let mut all_settled = true;
                     let mut deadline = std::pin::pin!(shared.deadline.clone().cancelled_owned());
                     while let Some(s) = rx.recv().await {
-                        all_settled &=
-                            shared.settle(s, deadline.as_mut()).await != Settled::Spilled;
+                        let mut released = 0;
+                        all_settled &= shared.settle(s, deadline.as_mut(), &mut released).await
+                            != Settled::Spilled;
+                        shared.release(released);
                     }
                     all_settled
                 })
@@ -570,6 +573,27 @@ pub async fn run_with(
     for s in udp {
         tracker.spawn(serve_udp(base(Listener::Udp), s));
     }
+    // The in-flight gauges, from the budget and the counts (not updated per message).
+    let gauges = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let bytes = metrics::gauge!("syslogger_in_flight_bytes");
+            let messages = metrics::gauge!("syslogger_in_flight");
+            loop {
+                let c = &shared.counts;
+                let settled = c.delivered.load(Ordering::Relaxed)
+                    + c.dead_lettered.load(Ordering::Relaxed)
+                    + c.refused.load(Ordering::Relaxed)
+                    + c.spilled.load(Ordering::Relaxed);
+                let held = shared
+                    .budget_bytes
+                    .saturating_sub(shared.budget.available_permits());
+                bytes.set(held as f64);
+                messages.set(c.received.load(Ordering::Relaxed).saturating_sub(settled) as f64);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     tracing::info!(tcp = ?addrs.tcp, relp = ?addrs.relp, udp = ?addrs.udp, tls = checked.tls.is_some(), brokers = %args.brokers, "syslogger listening");
     bound(&addrs);
 
@@ -599,6 +623,7 @@ pub async fn run_with(
         None => true,
     };
     timers.abort();
+    gauges.abort();
 
     let counts = &shared.counts;
     let spilled: Vec<_> =
