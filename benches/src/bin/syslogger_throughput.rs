@@ -7,7 +7,7 @@
 //! `VmHWM`, is its own):
 //! - `bare`: a `ThreadedProducer` (idempotent, `linger.ms=5`) producing the messages;
 //! - `tcp`: syslogger (`--format raw --key host`), one TCP connection, LF framing;
-//! - `relp`: syslogger, one RELP session, a window of 1024 unanswered transactions;
+//! - `relp`: syslogger, one RELP session, a window of 4096 unanswered transactions (omrelp `windowSize="4096"`);
 //! - `rsyslog`: `rsyslogd -n` with `imtcp` -> `omkafka` (Debian `rsyslog-kafka`), one TCP
 //!   connection (skipped when rsyslogd is missing).
 //!
@@ -32,7 +32,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 const PARTITIONS: i32 = 8;
 const SIZE: usize = 200;
-const WINDOW: usize = 1024;
+const WINDOW: usize = 4096;
 
 fn arg(i: usize, default: usize) -> usize {
     std::env::args()
@@ -46,6 +46,38 @@ fn message(i: usize) -> Vec<u8> {
     let mut m = format!("<13>Oct 11 22:14:15 host{} app[1]: seq={i} ", i % 16).into_bytes();
     m.resize(SIZE, b'x');
     m
+}
+
+/// CPU seconds used so far by the process's threads, grouped by thread name.
+fn cpu_by_thread(pid: u32) -> Vec<(String, f64)> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut by: std::collections::BTreeMap<String, f64> = Default::default();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let cpu = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        *by.entry(name).or_default() += cpu / tick;
+    }
+    by.into_iter().collect()
+}
+
+/// With `SYSLOGGER_BENCH_CPU=1`: the child's CPU seconds by thread (includes its warm-up).
+fn cpu_note(variant: &str, pid: u32) {
+    if std::env::var("SYSLOGGER_BENCH_CPU").is_ok() {
+        let by = cpu_by_thread(pid);
+        let total: f64 = by.iter().map(|(_, c)| c).sum();
+        eprintln!("{variant}: CPU {total:.2} s: {by:?}");
+    }
 }
 
 fn peak_rss_kb(pid: u32) -> u64 {
@@ -132,13 +164,29 @@ fn child_bare(brokers: &str, topic: &str, n: usize) {
 /// The child: `serve BROKERS TOPIC` runs syslogger, prints `tcp relp` ports, and on stdin
 /// closing stops and prints its RSS.
 fn child_serve(brokers: &str, topic: &str) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let workers: usize = std::env::var("SYSLOGGER_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let args = syslogger::Args {
             listen: vec!["127.0.0.1:0".into()],
             relp_listen: vec!["127.0.0.1:0".into()],
             brokers: brokers.into(),
             topic: topic.into(),
+            // Extra syslogger flags for experiments: SYSLOGGER_BENCH_X="linger.ms=1 ...".
+            kafka_properties: std::env::var("SYSLOGGER_BENCH_X")
+                .map(|x| x.split_whitespace().map(String::from).collect())
+                .unwrap_or_default(),
+            max_in_flight_bytes: std::env::var("SYSLOGGER_BENCH_BUDGET")
+                .ok()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(syslogger::DEFAULT_IN_FLIGHT_BYTES),
             ..Default::default()
         };
         let stop = lifecycle::CancellationToken::new();
@@ -341,6 +389,7 @@ fn main() {
                     writeln!(stdin, "go").expect("go");
                     drop(stdin);
                     let secs = wait_for(&watcher, &topic, n + 1, start).as_secs_f64();
+                    cpu_note(variant, c.id());
                     let out = line(&mut c);
                     let _ = c.wait();
                     let kb: u64 = out
@@ -361,12 +410,24 @@ fn main() {
                     warm_up(&watcher, &topic, to(tcp));
                     let start = Instant::now();
                     let sender = if *variant == "tcp" {
-                        std::thread::spawn(move || send_tcp(to(tcp), n))
+                        std::thread::spawn(move || {
+                            let conns: usize = std::env::var("SYSLOGGER_BENCH_CONNS")
+                                .ok()
+                                .and_then(|c| c.parse().ok())
+                                .unwrap_or(1);
+                            let senders: Vec<_> = (0..conns)
+                                .map(|_| std::thread::spawn(move || send_tcp(to(tcp), n / conns)))
+                                .collect();
+                            for s in senders {
+                                let _ = s.join();
+                            }
+                        })
                     } else {
                         std::thread::spawn(move || send_relp(to(relp), n))
                     };
                     let secs = wait_for(&watcher, &topic, n + 1, start).as_secs_f64();
                     let kb = peak_rss_kb(c.id());
+                    cpu_note(variant, c.id());
                     drop(c.stdin.take());
                     let _ = sender.join();
                     let _ = c.wait();
@@ -386,6 +447,7 @@ fn main() {
                     let sender = std::thread::spawn(move || send_tcp(addr, n));
                     let secs = wait_for(&watcher, &topic, n + 1, start).as_secs_f64();
                     let kb = peak_rss_kb(c.id());
+                    cpu_note(variant, c.id());
                     let _ = c.kill();
                     let _ = c.wait();
                     let _ = sender.join();

@@ -23,8 +23,12 @@ use crate::forward::{Scratch, Shared, Submitted};
 use crate::framing::{Decoder, Frame, Framing};
 use crate::relp;
 
-/// Messages a connection may have produced and not settled, beyond the byte budget.
-const SETTLE_QUEUE: usize = 4096;
+/// Batches a connection may have produced and not settled (256 messages each). The real
+/// bound is the byte budget, which also counts each message's bookkeeping
+/// (`forward::MESSAGE_OVERHEAD`); this one is only a backstop. It must let a connection
+/// keep many messages in flight: a connection's throughput is at most what it has in flight
+/// per Kafka round trip (`linger.ms` included).
+const SETTLE_BATCHES: usize = 1024;
 /// Bytes read at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -296,7 +300,7 @@ where
     // Held, not dropped: dropping a TCP write half sends FIN, which clients (rsyslog's
     // omfwd) read as the server closing the connection.
     let _writer = writer;
-    let (tx, rx) = mpsc::channel(SETTLE_QUEUE / BATCH);
+    let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
     let settler = tokio::spawn(settle_all::<W>(cfg.shared.clone(), rx, None));
     let mut batch = Batcher::new(tx);
     let mut decoder = Decoder::new(cfg.framing, cfg.max_frame);
@@ -349,7 +353,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(SETTLE_QUEUE / BATCH);
+    let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
     let settler = tokio::spawn(settle_all(cfg.shared.clone(), rx, Some(writer)));
     let mut batch = Batcher::new(tx);
     let mut decoder = relp::Decoder::new(cfg.max_frame);
@@ -450,7 +454,7 @@ fn trim_end(mut b: Bytes) -> Bytes {
 /// datagram is dropped and counted (UDP has no way to push back).
 pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
     let dropped = metrics::counter!("syslogger_udp_dropped_total");
-    let (tx, rx) = mpsc::channel(SETTLE_QUEUE / BATCH);
+    let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
     let settler = tokio::spawn(settle_all::<tokio::io::Sink>(cfg.shared.clone(), rx, None));
     let mut batch = Batcher::new(tx);
     let mut buf = BytesMut::with_capacity(READ_CHUNK * 2);

@@ -104,6 +104,10 @@ impl<T: Clone> Interner<T> {
     }
 }
 
+/// The memory a message in flight takes besides its bytes (its place in a settler's queue,
+/// its delivery report), counted under the byte budget.
+pub const MESSAGE_OVERHEAD: usize = 512;
+
 /// A message ready to produce.
 pub struct Outgoing {
     pub topic: Arc<str>,
@@ -122,8 +126,10 @@ impl Outgoing {
         }
     }
 
+    /// What the message costs under the budget: its bytes and its bookkeeping.
     fn size(&self) -> usize {
-        self.record.payload.as_ref().map_or(0, Bytes::len)
+        MESSAGE_OVERHEAD
+            + self.record.payload.as_ref().map_or(0, Bytes::len)
             + self.record.key.as_ref().map_or(0, Bytes::len)
     }
 
