@@ -298,8 +298,9 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     // Held, not dropped: dropping a TCP write half sends FIN, which clients (rsyslog's
-    // omfwd) read as the server closing the connection.
-    let _writer = writer;
+    // omfwd) read as the server closing the connection. Shut down once reading ended (TLS:
+    // close_notify).
+    let mut writer = writer;
     let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
     let settler = tokio::spawn(settle_all::<W>(cfg.shared.clone(), rx, None));
     let mut batch = Batcher::new(tx);
@@ -344,6 +345,7 @@ where
     }
     drop(batch);
     let _ = settler.await;
+    let _ = writer.shutdown().await;
 }
 
 /// A RELP session: answers `open`, produces each `syslog` message and answers it after

@@ -286,3 +286,73 @@ action(type="omrelp" target="127.0.0.1" port="{relp}" tls="on" tls.caCert="{ca}"
     assert!(svc.stop().await.succeeded());
     assert!(relp_svc.stop().await.succeeded());
 }
+
+/// Without rsyslog: a TLS client with the CA's certificate is served; one without a client
+/// certificate is refused when `--tls-client-ca` is set (and nothing it sent arrives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_without_a_certificate_are_refused() {
+    use std::sync::Arc;
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let cluster = KafkaCluster::start(1);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name("tls-");
+    cluster.create_topic(&topic, 1);
+    let mut a = args(&brokers, &topic);
+    a.tls_cert = Some(file("server.pem", &pki.server_cert));
+    a.tls_key = Some(file("server.key", &pki.server_key));
+    a.tls_client_ca = Some(file("ca.pem", &pki.ca));
+    let svc = start(a).await;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca.as_bytes()).unwrap())
+        .unwrap();
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+    };
+    let with_cert = builder()
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(pki.client_cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(pki.client_key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let without = builder().with_no_client_auth();
+    let send = |config: rustls::ClientConfig, text: &'static str| {
+        let addr = svc.tcp();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await?;
+            tls.write_all(text.as_bytes()).await?;
+            tls.shutdown().await?;
+            // The server's verdict on the certificate arrives after the handshake (TLS 1.3).
+            let mut rest = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut rest).await?;
+            Ok::<_, std::io::Error>(())
+        }
+    };
+    let refused = send(without, "<13>Oct 11 22:14:15 h app: refused\n").await;
+    assert!(refused.is_err(), "no client certificate: refused");
+    send(with_cert, "<13>Oct 11 22:14:15 h app: accepted\n")
+        .await
+        .unwrap();
+    let got = read(&brokers, &topic, 1, 2, Duration::from_secs(3)).await;
+    let texts: Vec<String> = got.iter().map(common::Got::text).collect();
+    assert_eq!(texts, ["<13>Oct 11 22:14:15 h app: accepted"]);
+    assert!(svc.stop().await.succeeded());
+}
