@@ -295,3 +295,63 @@ async fn kill_9_behind_relp_loses_nothing() {
         "duplicates only from the unanswered window"
     );
 }
+
+/// Kafka unreachable through the whole run: SIGTERM spills what was received to
+/// `--spill-dir` and the exit status is 1, with the count in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_messages_are_spilled_and_the_exit_is_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    let listen = addr.to_string();
+    let spill = dir.path().to_str().unwrap();
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_syslogger"));
+    let mut child = c
+        .args([
+            "--listen",
+            &listen,
+            "--brokers",
+            "127.0.0.1:1",
+            "--topic",
+            "t",
+            "--spill-dir",
+            spill,
+            "--read-grace",
+            "500ms",
+            "--drain-timeout",
+            "3s",
+        ])
+        .env("RUST_LOG", "error")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + WAIT;
+    let mut s = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < end => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("syslogger did not start: {e}"),
+        }
+    };
+    for i in 0..25 {
+        s.write_all(format!("<13>Oct 11 22:14:15 h app: {i}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    s.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&child, "-TERM");
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("25 messages not delivered: 25 spilled"),
+        "{log}"
+    );
+    let files = syslogger::spill_files(dir.path()).unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(syslogger::read_envelopes(&files[0]).unwrap().len(), 25);
+}

@@ -141,6 +141,46 @@ async fn a_broker_outage_pauses_reading_and_loses_nothing() {
     assert!(outcome.succeeded(), "{outcome:?}");
 }
 
+/// The case as it is: the broker down for longer than librdkafka's default message
+/// timeout (300 s). Ignored by default (it takes over five minutes); run it with
+/// `cargo test -p syslogger --test kafka -- --ignored longer_than`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes over 5 minutes; the fast tests cover the mechanism"]
+async fn an_outage_longer_than_librdkafkas_default_message_timeout_loses_nothing() {
+    init_logs();
+    let cluster = KafkaCluster::start(1);
+    let topic = unique_name("long-outage-");
+    cluster.create_topic(&topic, 1);
+    let svc = start(args(cluster.bootstrap_servers(), &topic)).await;
+    let mut s = TcpStream::connect(svc.tcp()).await.unwrap();
+    s.write_all(b"<13>Oct 11 22:14:15 h app: seq=0\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read(cluster.bootstrap_servers(), &topic, 1, 1, WAIT)
+            .await
+            .len(),
+        1
+    );
+    cluster.mock().broker_down(1).unwrap();
+    for i in 1..=100 {
+        s.write_all(format!("<13>Oct 11 22:14:15 h app: seq={i}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(310)).await;
+    cluster.mock().broker_up(1).unwrap();
+    s.shutdown().await.unwrap();
+    let got = read(cluster.bootstrap_servers(), &topic, 1, 101, WAIT).await;
+    let seqs: Vec<usize> = got
+        .iter()
+        .map(|g| g.text().rsplit("seq=").next().unwrap().parse().unwrap())
+        .collect();
+    assert_in_order(&seqs, 101);
+    let outcome = svc.stop().await;
+    assert!(outcome.succeeded(), "{outcome:?}");
+}
+
 /// `seqs` is `0..n` (the first difference is reported, not the whole list).
 fn assert_in_order(seqs: &[usize], n: usize) {
     if let Some(i) = (0..n.min(seqs.len())).find(|&i| seqs[i] != i) {
