@@ -305,7 +305,7 @@ async fn undelivered_messages_are_spilled_and_the_exit_is_1() {
     let listen = addr.to_string();
     let spill = dir.path().to_str().unwrap();
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_syslogger"));
-    let mut child = c
+    let child = c
         .args([
             "--listen",
             &listen,
