@@ -442,11 +442,8 @@ impl Shared {
         mut deadline: Pin<&mut WaitForCancellationFutureOwned>,
         released: &mut usize,
     ) -> Settled {
-        let mut retry = ExponentialBuilder::new()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(MAX_RETRY_WAIT)
-            .without_max_times()
-            .build();
+        // Built on the first retry only (the common path never retries).
+        let mut retry = None;
         let mut submitted = submitted;
         loop {
             let (out, reason) = match submitted {
@@ -491,7 +488,16 @@ impl Shared {
                 }
             };
             // Transient (a finite message.timeout.ms expired): produce again after a wait.
-            let wait = retry.next().unwrap_or(MAX_RETRY_WAIT);
+            let wait = retry
+                .get_or_insert_with(|| {
+                    ExponentialBuilder::new()
+                        .with_min_delay(Duration::from_millis(100))
+                        .with_max_delay(MAX_RETRY_WAIT)
+                        .without_max_times()
+                        .build()
+                })
+                .next()
+                .unwrap_or(MAX_RETRY_WAIT);
             tracing::warn!(topic = %out.topic, error = %reason, retry_in = ?wait, "delivery failed; producing the message again");
             self.metrics.retried.increment(1);
             tokio::select! {
