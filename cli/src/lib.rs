@@ -11,3 +11,5 @@ pub mod blueshift_cmd;
 pub mod experiment_cmd;
 #[cfg(feature = "query")]
 pub mod query;
+#[cfg(feature = "syslogger")]
+pub mod syslogger_cmd;

@@ -15,6 +15,7 @@ fn built(name: &str) -> Option<&'static str> {
     match name {
         "blueshift" => Some(env!("CARGO_BIN_EXE_blueshift")),
         "bifrost" => Some(env!("CARGO_BIN_EXE_bifrost")),
+        "syslogger" => Some(env!("CARGO_BIN_EXE_syslogger")),
         _ => None,
     }
 }
@@ -153,4 +154,25 @@ fn bifrost_example_config_parses() {
     assert_eq!(s.finish_timeout, Duration::from_secs(30));
     assert_eq!(args.process.drain_timeout, Duration::from_secs(60));
     assert!(s.finish_timeout < args.process.drain_timeout);
+}
+
+#[test]
+fn syslogger_example_config_parses() {
+    let path = deploy_dir().join("syslogger.toml");
+    let args: cli::syslogger_cmd::SysloggerArgs = lifecycle::try_parse_from(
+        "syslogger",
+        ["syslogger", "--config", path.to_str().unwrap()],
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(args.service.listen, ["0.0.0.0:1514"]);
+    assert_eq!(args.service.relp_listen, ["0.0.0.0:20514"]);
+    assert_eq!(args.service.topic, "syslog-{appname}");
+    assert_eq!(args.service.format, syslogger::Format::Json);
+    assert_eq!(
+        args.service.spill_dir.as_deref(),
+        Some(Path::new("/var/lib/syslogger"))
+    );
+    assert_eq!(args.service.kafka_properties.len(), 2);
+    assert_eq!(args.process.drain_timeout, Duration::from_secs(60));
+    assert_eq!(args.process.log_format, lifecycle::logging::LogFormat::Json);
 }

@@ -1,0 +1,540 @@
+//! Connections: a TCP (or TLS) syslog stream, a RELP session, the UDP socket.
+//!
+//! Each stream connection is a reader that frames, builds and produces messages (waiting
+//! when the in-flight budget is full, so the socket is not read and the client is pushed
+//! back), and a settler that takes the produced messages in order from a bounded channel
+//! and waits for each one's fate; for RELP the settler writes the answers, in transaction
+//! order, each `syslog` one after Kafka acknowledged the message.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use metrics::Counter;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::forward::{Scratch, Shared, Submitted};
+use crate::framing::{Decoder, Frame, Framing};
+use crate::relp;
+
+/// Batches a connection may have produced and not settled (256 messages each). The real
+/// bound is the byte budget, which also counts each message's bookkeeping
+/// (`forward::MESSAGE_OVERHEAD`); this one is only a backstop. It must let a connection
+/// keep many messages in flight: a connection's throughput is at most what it has in flight
+/// per Kafka round trip (`linger.ms` included).
+const SETTLE_BATCHES: usize = 1024;
+/// Bytes read at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What happens to frames longer than `--max-frame`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Oversize {
+    /// Forward the first `--max-frame` bytes.
+    #[default]
+    Truncate,
+    /// Send the first `--max-frame` bytes to the dead-letter destination.
+    DeadLetter,
+}
+
+/// The kind of listener, a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Tcp,
+    Tls,
+    Relp,
+    RelpTls,
+    Udp,
+}
+
+impl Listener {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Tcp => "tcp",
+            Listener::Tls => "tls",
+            Listener::Relp => "relp",
+            Listener::RelpTls => "relp_tls",
+            Listener::Udp => "udp",
+        }
+    }
+}
+
+/// Per-listener metric handles.
+#[derive(Clone)]
+pub struct ConnMetrics {
+    pub frames: Counter,
+    pub bytes: Counter,
+    pub parse_failures: Counter,
+    pub oversize: Counter,
+    pub framing_errors: Counter,
+}
+
+impl ConnMetrics {
+    pub fn new(l: Listener) -> Self {
+        let label = l.as_str();
+        Self {
+            frames: metrics::counter!("syslogger_frames_total", "listener" => label),
+            bytes: metrics::counter!("syslogger_received_bytes_total", "listener" => label),
+            parse_failures: metrics::counter!("syslogger_parse_failures_total", "listener" => label),
+            oversize: metrics::counter!("syslogger_oversize_frames_total", "listener" => label),
+            framing_errors: metrics::counter!("syslogger_framing_errors_total", "listener" => label),
+        }
+    }
+}
+
+/// What a connection needs besides its socket.
+#[derive(Clone)]
+pub struct ConnConfig {
+    pub shared: Arc<Shared>,
+    pub framing: Framing,
+    pub max_frame: usize,
+    pub oversize: Oversize,
+    pub metrics: ConnMetrics,
+    /// Fires when reading must stop (the grace period after SIGTERM ended).
+    pub stop_reading: CancellationToken,
+    /// Fires on SIGTERM (RELP sessions stop taking transactions then).
+    pub stop: CancellationToken,
+}
+
+/// An item for a connection's settler, in arrival order. Messages are the common case and
+/// stay unboxed (a box would be an allocation per message).
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    /// A message; `txnr` for a RELP `syslog` transaction.
+    Message(Submitted, Option<u64>),
+    /// A RELP answer to send as it comes in the order (open, close, errors).
+    Reply(Vec<u8>),
+}
+
+/// Items at most per batch handed to the settler.
+const BATCH: usize = 256;
+
+/// A connection's items on their way to its settler, handed over a batch at a time (one
+/// channel operation and at most one wake-up per batch rather than per message).
+struct Batcher {
+    tx: mpsc::Sender<Vec<Item>>,
+    items: Vec<Item>,
+}
+
+impl Batcher {
+    fn new(tx: mpsc::Sender<Vec<Item>>) -> Self {
+        Self {
+            tx,
+            items: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Adds an item, handing the batch over when full; `false` when the settler is gone.
+    async fn push(&mut self, item: Item) -> bool {
+        self.items.push(item);
+        if self.items.len() >= BATCH {
+            return self.flush().await;
+        }
+        true
+    }
+
+    /// Hands over what is pending; `false` when the settler is gone.
+    async fn flush(&mut self) -> bool {
+        if self.items.is_empty() {
+            return true;
+        }
+        let items = std::mem::replace(&mut self.items, Vec::with_capacity(BATCH));
+        self.tx.send(items).await.is_ok()
+    }
+}
+
+/// When the bytes of a read arrived: one clock reading per read, not per message.
+#[derive(Clone, Copy)]
+struct Clock {
+    utc: DateTime<Utc>,
+    at: Instant,
+}
+
+impl Clock {
+    fn now() -> Self {
+        Self {
+            utc: Utc::now(),
+            at: Instant::now(),
+        }
+    }
+}
+
+/// Builds and submits one frame's message (or dead-letters an oversized one). Messages
+/// held in `batch` hold budget that only their settling gives back: they are handed over
+/// before waiting for room.
+async fn submit_frame(
+    cfg: &ConnConfig,
+    frame: Frame,
+    scratch: &mut Scratch,
+    oversize_logged: &mut bool,
+    peer: SocketAddr,
+    clock: Clock,
+    batch: &mut Batcher,
+) -> Submitted {
+    let shared = &cfg.shared;
+    shared.counts.received.fetch_add(1, Ordering::Relaxed);
+    cfg.metrics.frames.increment(1);
+    let oversized = match &frame {
+        Frame::Oversize { len, .. } => {
+            cfg.metrics.oversize.increment(1);
+            if !*oversize_logged {
+                *oversize_logged = true;
+                tracing::warn!(%peer, max = cfg.max_frame, announced = ?len, action = ?cfg.oversize, "frame longer than --max-frame (logged once per connection; syslogger_oversize_frames_total counts them)");
+            }
+            Some(len.map_or_else(
+                || {
+                    format!(
+                        "oversize frame: line longer than {} bytes, truncated",
+                        cfg.max_frame
+                    )
+                },
+                |l| format!("oversize frame: {l} bytes, truncated to {}", cfg.max_frame),
+            ))
+        }
+        Frame::Unframed(_) => {
+            cfg.metrics.framing_errors.increment(1);
+            None
+        }
+        Frame::Message(_) => None,
+    };
+    let (out, parsed) = shared
+        .pipeline
+        .build(frame.bytes(), clock.utc, clock.at, scratch);
+    if !parsed {
+        cfg.metrics.parse_failures.increment(1);
+    }
+    match oversized {
+        Some(reason) if cfg.oversize == Oversize::DeadLetter => Submitted::Refused(out, reason),
+        _ => {
+            if !shared.has_room(&out) {
+                batch.flush().await;
+            }
+            shared.submit(out).await
+        }
+    }
+}
+
+/// Settles items in order; for RELP writes the answers to `writer`.
+async fn settle_all<W: AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Vec<Item>>,
+    writer: Option<W>,
+) {
+    let mut writer = writer.map(|w| BufWriter::with_capacity(16 * 1024, w));
+    let mut answer = Vec::with_capacity(64);
+    let mut broken = false;
+    // Registered once for the connection, not once per message.
+    let mut deadline = std::pin::pin!(shared.deadline.clone().cancelled_owned());
+    while let Some(items) = rx.recv().await {
+        let mut released = 0;
+        for item in items {
+            answer.clear();
+            match item {
+                Item::Message(submitted, txnr) => {
+                    let settled = shared
+                        .settle(submitted, deadline.as_mut(), &mut released)
+                        .await;
+                    if let Some(txnr) = txnr
+                        && settled.acknowledged()
+                    {
+                        relp::response(txnr, relp::OK, &mut answer);
+                    }
+                }
+                Item::Reply(bytes) => answer.extend_from_slice(&bytes),
+            }
+            if let Some(w) = writer.as_mut()
+                && !broken
+                && !answer.is_empty()
+                && let Err(e) = w.write_all(&answer).await
+            {
+                tracing::debug!(error = %e, "RELP client gone; its unanswered transactions will be sent again");
+                broken = true;
+            }
+        }
+        shared.release(released);
+        // Answers go out in batches: flush when nothing else is ready.
+        if let Some(w) = writer.as_mut()
+            && !broken
+            && rx.is_empty()
+            && let Err(e) = w.flush().await
+        {
+            tracing::debug!(error = %e, "RELP client gone; its unanswered transactions will be sent again");
+            broken = true;
+        }
+    }
+    if let Some(mut w) = writer
+        && !broken
+    {
+        let _ = w.flush().await;
+        let _ = w.shutdown().await;
+    }
+}
+
+/// Reads into `buf`; `Ok(0)` at end of stream or when reading must stop.
+async fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    stop: &CancellationToken,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => Ok(0),
+        r = reader.read_buf(buf) => r,
+    }
+}
+
+/// A syslog stream (TCP or TLS): frames until the peer closes or reading must stop.
+pub async fn serve_stream<R, W>(cfg: ConnConfig, mut reader: R, writer: W, peer: SocketAddr)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    // Held, not dropped: dropping a TCP write half sends FIN, which clients (rsyslog's
+    // omfwd) read as the server closing the connection. Shut down once reading ended (TLS:
+    // close_notify).
+    let mut writer = writer;
+    let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
+    let settler = tokio::spawn(settle_all::<W>(cfg.shared.clone(), rx, None));
+    let mut batch = Batcher::new(tx);
+    let mut decoder = Decoder::new(cfg.framing, cfg.max_frame);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scratch = Scratch::default();
+    let mut oversize_logged = false;
+    let mut eof = false;
+    let mut clock = Clock::now();
+    loop {
+        while let Some(frame) = decoder.decode(&mut buf, eof) {
+            let s = submit_frame(
+                &cfg,
+                frame,
+                &mut scratch,
+                &mut oversize_logged,
+                peer,
+                clock,
+                &mut batch,
+            )
+            .await;
+            if !batch.push(Item::Message(s, None)).await {
+                return;
+            }
+        }
+        if !batch.flush().await {
+            return;
+        }
+        if eof {
+            break;
+        }
+        let read = read_some(&mut reader, &mut buf, &cfg.stop_reading).await;
+        clock = Clock::now();
+        match read {
+            Ok(0) => eof = true,
+            Ok(n) => cfg.metrics.bytes.increment(n as u64),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "read failed; closing");
+                eof = true;
+            }
+        }
+    }
+    drop(batch);
+    let _ = settler.await;
+    let _ = writer.shutdown().await;
+}
+
+/// A RELP session: answers `open`, produces each `syslog` message and answers it after
+/// Kafka acknowledged it, answers `close`; sends `serverclose` when the service stops.
+pub async fn serve_relp<R, W>(cfg: ConnConfig, mut reader: R, writer: W, peer: SocketAddr)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
+    let settler = tokio::spawn(settle_all(cfg.shared.clone(), rx, Some(writer)));
+    let mut batch = Batcher::new(tx);
+    let mut decoder = relp::Decoder::new(cfg.max_frame);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scratch = Scratch::default();
+    let mut oversize_logged = false;
+    let mut answer = Vec::new();
+    let mut clock = Clock::now();
+    'session: loop {
+        loop {
+            let f = match decoder.decode(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "RELP protocol error; closing the session");
+                    cfg.metrics.framing_errors.increment(1);
+                    break 'session;
+                }
+            };
+            answer.clear();
+            match f.command {
+                relp::Command::Open => relp::response(f.txnr, relp::OPEN_OK, &mut answer),
+                relp::Command::Syslog => {
+                    let frame = match f.truncated {
+                        Some(len) => Frame::Oversize {
+                            head: trim_end(f.data),
+                            len: Some(len),
+                        },
+                        None => Frame::Message(trim_end(f.data)),
+                    };
+                    let s = submit_frame(
+                        &cfg,
+                        frame,
+                        &mut scratch,
+                        &mut oversize_logged,
+                        peer,
+                        clock,
+                        &mut batch,
+                    )
+                    .await;
+                    if !batch.push(Item::Message(s, Some(f.txnr))).await {
+                        break 'session;
+                    }
+                    continue;
+                }
+                relp::Command::Close => {
+                    relp::response(f.txnr, relp::OK, &mut answer);
+                    let _ = batch.push(Item::Reply(answer.clone())).await;
+                    break 'session;
+                }
+                relp::Command::Other(cmd) => {
+                    tracing::warn!(%peer, command = %cmd, "RELP command not supported");
+                    relp::response(f.txnr, "500 command not supported", &mut answer);
+                }
+            }
+            if !batch.push(Item::Reply(answer.clone())).await {
+                break 'session;
+            }
+        }
+        if !batch.flush().await {
+            break 'session;
+        }
+        // RELP clients keep what is not answered: on SIGTERM stop taking transactions at
+        // once, answer what was taken, and tell the client.
+        let read = read_some(&mut reader, &mut buf, &cfg.stop).await;
+        clock = Clock::now();
+        match read {
+            Ok(0) => {
+                if cfg.stop.is_cancelled() {
+                    let _ = batch.push(Item::Reply(relp::SERVER_CLOSE.to_vec())).await;
+                }
+                break;
+            }
+            Ok(n) => cfg.metrics.bytes.increment(n as u64),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "RELP read failed; closing");
+                break;
+            }
+        }
+    }
+    let _ = batch.flush().await;
+    drop(batch);
+    let _ = settler.await;
+}
+
+/// A frame without its trailing LF, CR or NUL bytes.
+fn trim_end(mut b: Bytes) -> Bytes {
+    let keep = b.len()
+        - b.iter()
+            .rev()
+            .take_while(|c| matches!(c, b'\n' | b'\r' | b'\0'))
+            .count();
+    b.truncate(keep);
+    b
+}
+
+/// The UDP listener: one message per datagram; when the in-flight budget is full the
+/// datagram is dropped and counted (UDP has no way to push back).
+pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
+    let dropped = metrics::counter!("syslogger_udp_dropped_total");
+    let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
+    let settler = tokio::spawn(settle_all::<tokio::io::Sink>(cfg.shared.clone(), rx, None));
+    let mut batch = Batcher::new(tx);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK * 2);
+    let mut scratch = Scratch::default();
+    let mut oversize_logged = false;
+    loop {
+        buf.reserve(READ_CHUNK);
+        let r = tokio::select! {
+            biased;
+            () = cfg.stop.cancelled() => break,
+            r = socket.recv_buf_from(&mut buf) => r,
+        };
+        let (n, peer) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "UDP receive failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        cfg.metrics.bytes.increment(n as u64);
+        let data = trim_end(buf.split().freeze());
+        if data.is_empty() {
+            continue;
+        }
+        let frame = if data.len() > cfg.max_frame {
+            Frame::Oversize {
+                head: data.slice(..cfg.max_frame),
+                len: Some(n as u64),
+            }
+        } else {
+            Frame::Message(data)
+        };
+        let shared = &cfg.shared;
+        let clock = Clock::now();
+        if frame_is_oversize_dead_letter(&cfg, &frame) {
+            let s = submit_frame(
+                &cfg,
+                frame,
+                &mut scratch,
+                &mut oversize_logged,
+                peer,
+                clock,
+                &mut batch,
+            )
+            .await;
+            if !batch.push(Item::Message(s, None)).await || !batch.flush().await {
+                break;
+            }
+            continue;
+        }
+        shared.counts.received.fetch_add(1, Ordering::Relaxed);
+        cfg.metrics.frames.increment(1);
+        if matches!(frame, Frame::Oversize { .. }) {
+            cfg.metrics.oversize.increment(1);
+        }
+        let (out, parsed) = shared
+            .pipeline
+            .build(frame.bytes(), clock.utc, clock.at, &mut scratch);
+        if !parsed {
+            cfg.metrics.parse_failures.increment(1);
+        }
+        let Some(held) = shared.try_hold(&out) else {
+            shared.counts.udp_dropped.fetch_add(1, Ordering::Relaxed);
+            shared.counts.received.fetch_sub(1, Ordering::Relaxed);
+            dropped.increment(1);
+            continue;
+        };
+        let s = shared.submit_held(out, held).await;
+        // One datagram per receive: hand it over now (no later read completes a batch).
+        if !batch.push(Item::Message(s, None)).await || !batch.flush().await {
+            break;
+        }
+    }
+    drop(batch);
+    let _ = settler.await;
+}
+
+fn frame_is_oversize_dead_letter(cfg: &ConnConfig, f: &Frame) -> bool {
+    cfg.oversize == Oversize::DeadLetter && matches!(f, Frame::Oversize { .. })
+}

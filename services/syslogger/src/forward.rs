@@ -1,0 +1,594 @@
+//! From a frame to Kafka: build the record (parse, format, route), hold its bytes under the
+//! in-flight budget, produce it, and settle it: delivered, dead-lettered, or (at the
+//! shutdown deadline) spilled.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use kafka_seq::{DeliveryReport, KafkaProducer, Record};
+use metrics::{Counter, Histogram};
+use rdkafka::error::RDKafkaErrorCode;
+use std::pin::Pin;
+use tokio::sync::Semaphore;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::format::{Format, encode};
+use crate::parse::{Message, Parser};
+use crate::route::{KeySpec, Template, sanitize_topic};
+use crate::spill::{Envelope, EnvelopeFile};
+
+/// Where messages Kafka refuses for good go.
+pub enum DeadLetter {
+    /// Nowhere: they are logged and counted as refused (and the exit status says so).
+    None,
+    /// A Kafka topic (the reason and original topic in headers).
+    Topic(String),
+    /// A local Baldr file of envelopes.
+    File(Arc<Mutex<EnvelopeFile>>),
+}
+
+/// How a message is built from a frame.
+pub struct Pipeline {
+    pub parser: Parser,
+    pub format: Format,
+    pub topic: Template,
+    /// The topic when the template has no field.
+    pub static_topic: Option<Arc<str>>,
+    pub topic_fallback: Arc<str>,
+    pub key: KeySpec,
+    pub headers: bool,
+}
+
+/// Per-connection scratch space, so the hot path reuses its buffers.
+#[derive(Default)]
+pub struct Scratch {
+    out: BytesMut,
+    text: String,
+    render: String,
+    topics: Interner<Arc<str>>,
+    keys: Interner<Bytes>,
+}
+
+/// The most distinct topics or keys a connection remembers before it starts over.
+const INTERN_MAX: usize = 1024;
+
+/// Rendered topics and keys, made once per distinct text: the last one is compared first
+/// (a connection usually carries one host), then a map.
+struct Interner<T> {
+    last: Option<(String, T)>,
+    map: HashMap<String, T>,
+}
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Self {
+            last: None,
+            map: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Clone> Interner<T> {
+    fn get(&mut self, s: &str, make: impl FnOnce(&str) -> T) -> T {
+        if let Some((text, v)) = &self.last
+            && text == s
+        {
+            return v.clone();
+        }
+        let v = match self.map.get(s) {
+            Some(v) => v.clone(),
+            None => {
+                if self.map.len() >= INTERN_MAX {
+                    self.map.clear();
+                }
+                let v = make(s);
+                self.map.insert(s.to_string(), v.clone());
+                v
+            }
+        };
+        match &mut self.last {
+            Some((text, last)) => {
+                text.clear();
+                text.push_str(s);
+                *last = v.clone();
+            }
+            None => self.last = Some((s.to_string(), v.clone())),
+        }
+        v
+    }
+}
+
+/// The memory a message in flight takes besides its bytes (its place in a settler's queue,
+/// its delivery report), counted under the byte budget.
+pub const MESSAGE_OVERHEAD: usize = 512;
+
+/// A message ready to produce.
+pub struct Outgoing {
+    pub topic: Arc<str>,
+    pub record: Record,
+    pub received: Instant,
+}
+
+impl Outgoing {
+    fn envelope(&self, reason: Option<String>) -> Envelope {
+        Envelope {
+            topic: self.topic.to_string(),
+            key: self.record.key.clone(),
+            headers: self.record.headers.clone(),
+            payload: self.record.payload.clone().unwrap_or_default(),
+            reason,
+        }
+    }
+
+    /// What the message costs under the budget: its bytes and its bookkeeping.
+    fn size(&self) -> usize {
+        MESSAGE_OVERHEAD
+            + self.record.payload.as_ref().map_or(0, Bytes::len)
+            + self.record.key.as_ref().map_or(0, Bytes::len)
+    }
+
+    /// A message from a spill file.
+    pub fn from_envelope(e: Envelope) -> Outgoing {
+        Outgoing {
+            topic: e.topic.into(),
+            record: Record {
+                key: e.key,
+                payload: Some(e.payload),
+                headers: e.headers,
+                partition: None,
+                timestamp: None,
+            },
+            received: Instant::now(),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Builds the message of `frame`; the flag says whether it parsed as syslog.
+    pub fn build(
+        &self,
+        frame: &Bytes,
+        received: DateTime<Utc>,
+        at: Instant,
+        scratch: &mut Scratch,
+    ) -> (Outgoing, bool) {
+        let Scratch {
+            out,
+            text,
+            render,
+            topics,
+            keys,
+        } = scratch;
+        let (utf8, s): (bool, &str) = match std::str::from_utf8(frame) {
+            Ok(s) => (true, s),
+            Err(_) => {
+                text.clear();
+                text.push_str(&String::from_utf8_lossy(frame));
+                (false, text.as_str())
+            }
+        };
+        let m: Message<'_> = self.parser.parse(s, received);
+        let parsed = m.parsed();
+        let payload = if self.format == Format::Raw {
+            frame.clone()
+        } else {
+            encode(self.format, frame, utf8, &m, received, out);
+            out.split().freeze()
+        };
+        let topic = match &self.static_topic {
+            Some(t) => t.clone(),
+            None => {
+                if self.topic.render(&m, render) && sanitize_topic(render) {
+                    topics.get(render, |s| Arc::from(s))
+                } else {
+                    self.topic_fallback.clone()
+                }
+            }
+        };
+        let key = match &self.key {
+            KeySpec::None => None,
+            KeySpec::Template(t) => {
+                if t.render(&m, render) {
+                    Some(keys.get(render, |s| Bytes::copy_from_slice(s.as_bytes())))
+                } else {
+                    None
+                }
+            }
+        };
+        let mut headers = Vec::new();
+        if self.headers {
+            let mut h = |k: &str, v: &str| {
+                headers.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())))
+            };
+            if let Some(v) = m.hostname {
+                h("syslog.host", v);
+            }
+            if let Some(v) = m.appname {
+                h("syslog.appname", v);
+            }
+            if let Some(v) = &m.procid {
+                h("syslog.procid", &v.to_string());
+            }
+            if let Some(v) = m.msgid {
+                h("syslog.msgid", v);
+            }
+            if let Some(f) = m.facility {
+                h("syslog.facility", crate::parse::facility_name(f));
+            }
+            if let Some(s) = m.severity {
+                h("syslog.severity", crate::parse::severity_name(s));
+            }
+            if let Some(p) = m.protocol {
+                h("syslog.protocol", p.as_str());
+            }
+        }
+        (
+            Outgoing {
+                topic,
+                record: Record {
+                    key,
+                    payload: Some(payload),
+                    headers,
+                    partition: None,
+                    timestamp: None,
+                },
+                received: at,
+            },
+            parsed,
+        )
+    }
+}
+
+/// Counts of what happened to received messages.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub received: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub refused: AtomicU64,
+    pub spilled: AtomicU64,
+    pub udp_dropped: AtomicU64,
+}
+
+/// The service's metric handles (built once).
+#[derive(Clone)]
+pub struct Metrics {
+    pub delivered: Counter,
+    pub dead_lettered: Counter,
+    pub refused: Counter,
+    pub spilled: Counter,
+    pub retried: Counter,
+    pub latency: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            delivered: metrics::counter!("syslogger_delivered_total"),
+            dead_lettered: metrics::counter!("syslogger_dead_lettered_total"),
+            refused: metrics::counter!("syslogger_refused_total"),
+            spilled: metrics::counter!("syslogger_spilled_total"),
+            retried: metrics::counter!("syslogger_delivery_retries_total"),
+            latency: metrics::histogram!("syslogger_delivery_seconds"),
+        }
+    }
+}
+
+/// What every connection shares.
+pub struct Shared {
+    pub producer: KafkaProducer,
+    pub budget: Arc<Semaphore>,
+    pub budget_bytes: usize,
+    pub pipeline: Pipeline,
+    pub dead_letter: DeadLetter,
+    pub counts: Counts,
+    pub metrics: Metrics,
+    /// Fires at the shutdown deadline: nothing is waited for any more, the rest is spilled.
+    pub deadline: CancellationToken,
+    pub spill: Mutex<Vec<Envelope>>,
+}
+
+/// Room under the in-flight budget held by a message until it is settled. Its settler
+/// gives the room back, a batch at a time ([`Shared::release`]): one semaphore operation
+/// per batch rather than per message.
+pub struct Held {
+    bytes: usize,
+}
+
+/// A produced message waiting for Kafka's report.
+pub struct Pending {
+    report: DeliveryReport,
+    out: Outgoing,
+    held: Held,
+}
+
+/// What `submit` did with a message.
+pub enum Submitted {
+    /// Produced: await its report with [`Shared::settle`].
+    Pending(Pending),
+    /// librdkafka refused it at once (e.g. larger than `message.max.bytes`).
+    Refused(Outgoing, String),
+    /// The shutdown deadline came first: it goes to the spill.
+    Spill(Outgoing),
+}
+
+/// How a message was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Delivered,
+    DeadLettered,
+    Refused,
+    Spilled,
+}
+
+impl Settled {
+    /// Whether the sender may be told the message is safe (RELP `200 OK`).
+    pub fn acknowledged(self) -> bool {
+        !matches!(self, Settled::Spilled)
+    }
+}
+
+/// Errors after which Kafka will never take the message: dead letters.
+fn permanent(code: Option<RDKafkaErrorCode>) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::UnknownTopicOrPartition
+                | C::UnknownTopic
+                | C::UnknownPartition
+                | C::InvalidTopic
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::MessageBatchTooLarge
+                | C::PolicyViolation
+                | C::InvalidTimestamp
+                | C::InvalidArgument
+        )
+    )
+}
+
+fn error_code(e: &kafka_seq::Error) -> Option<RDKafkaErrorCode> {
+    match e {
+        kafka_seq::Error::Delivery { source, .. } | kafka_seq::Error::Kafka { source, .. } => {
+            source.rdkafka_error_code()
+        }
+        _ => None,
+    }
+}
+
+/// The longest wait between retries of a message Kafka failed for a transient reason
+/// (only when the operator set a finite `message.timeout.ms`).
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+impl Shared {
+    /// Whether the budget has room for `out` now.
+    pub fn has_room(&self, out: &Outgoing) -> bool {
+        self.budget.available_permits() >= out.size().clamp(1, self.budget_bytes)
+    }
+
+    /// Holds room for `out` under the budget and produces it; waits while the budget or
+    /// the producer's in-flight bound is full.
+    pub async fn submit(&self, out: Outgoing) -> Submitted {
+        let bytes = out.size().clamp(1, self.budget_bytes);
+        let Ok(n) = u32::try_from(bytes) else {
+            return Submitted::Spill(out);
+        };
+        tokio::select! {
+            biased;
+            p = self.budget.acquire_many(n) => match p {
+                Ok(p) => p.forget(),
+                Err(_) => return Submitted::Spill(out),
+            },
+            () = self.deadline.cancelled() => return Submitted::Spill(out),
+        };
+        self.submit_held(out, Held { bytes }).await
+    }
+
+    /// Gives `bytes` of room back to the budget.
+    pub fn release(&self, bytes: usize) {
+        if bytes > 0 {
+            self.budget.add_permits(bytes);
+        }
+    }
+
+    /// Holds room like [`submit`](Self::submit) but without waiting: `None` when the budget
+    /// is full (UDP drops then).
+    pub fn try_hold(&self, out: &Outgoing) -> Option<Held> {
+        let bytes = out.size().clamp(1, self.budget_bytes);
+        self.budget
+            .try_acquire_many(u32::try_from(bytes).ok()?)
+            .ok()?
+            .forget();
+        Some(Held { bytes })
+    }
+
+    /// Produces a message already holding room.
+    pub async fn submit_held(&self, out: Outgoing, held: Held) -> Submitted {
+        let sent = tokio::select! {
+            biased;
+            r = self.producer.send(&out.topic, &out.record) => r,
+            () = self.deadline.cancelled() => {
+                self.release(held.bytes);
+                return Submitted::Spill(out);
+            }
+        };
+        match sent {
+            Ok(report) => Submitted::Pending(Pending { report, out, held }),
+            Err(e) => {
+                self.release(held.bytes);
+                Submitted::Refused(out, e.to_string())
+            }
+        }
+    }
+
+    /// Waits for a submitted message's fate: Kafka's acknowledgement, a dead letter after a
+    /// permanent refusal, retries after a transient one, or the spill at the deadline.
+    /// The room the message held is added to `released`, for the caller to give back
+    /// ([`release`](Self::release)) once per batch.
+    pub async fn settle(
+        &self,
+        submitted: Submitted,
+        mut deadline: Pin<&mut WaitForCancellationFutureOwned>,
+        released: &mut usize,
+    ) -> Settled {
+        // Built on the first retry only (the common path never retries).
+        let mut retry = None;
+        let mut submitted = submitted;
+        loop {
+            let (out, reason) = match submitted {
+                Submitted::Spill(out) => return self.spill(out),
+                Submitted::Refused(out, reason) => return self.dead_letter(out, reason).await,
+                Submitted::Pending(p) => {
+                    let Pending {
+                        mut report,
+                        out,
+                        held,
+                    } = p;
+                    *released += held.bytes;
+                    let r = match futures::FutureExt::now_or_never(&mut report) {
+                        Some(r) => r,
+                        None if self.deadline.is_cancelled() => return self.spill(out),
+                        None => tokio::select! {
+                            biased;
+                            r = &mut report => r,
+                            () = deadline.as_mut() => {
+                                // A report that is already there still counts.
+                                match futures::FutureExt::now_or_never(&mut report) {
+                                    Some(r) => r,
+                                    None => return self.spill(out),
+                                }
+                            }
+                        },
+                    };
+                    match r {
+                        Ok(_) => {
+                            self.counts.delivered.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.delivered.increment(1);
+                            self.metrics
+                                .latency
+                                .record(out.received.elapsed().as_secs_f64());
+                            return Settled::Delivered;
+                        }
+                        Err(e) if permanent(error_code(&e)) => {
+                            return self.dead_letter(out, e.to_string()).await;
+                        }
+                        Err(e) => (out, e.to_string()),
+                    }
+                }
+            };
+            // Transient (a finite message.timeout.ms expired): produce again after a wait.
+            let wait = retry
+                .get_or_insert_with(|| {
+                    ExponentialBuilder::new()
+                        .with_min_delay(Duration::from_millis(100))
+                        .with_max_delay(MAX_RETRY_WAIT)
+                        .without_max_times()
+                        .build()
+                })
+                .next()
+                .unwrap_or(MAX_RETRY_WAIT);
+            tracing::warn!(topic = %out.topic, error = %reason, retry_in = ?wait, "delivery failed; producing the message again");
+            self.metrics.retried.increment(1);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.deadline.cancelled() => return self.spill(out),
+            }
+            // The room this message held is needed again now, not at the batch's end.
+            self.release(std::mem::take(released));
+            submitted = self.submit(out).await;
+        }
+    }
+
+    fn spill(&self, out: Outgoing) -> Settled {
+        self.counts.spilled.fetch_add(1, Ordering::Relaxed);
+        self.metrics.spilled.increment(1);
+        self.spill
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(out.envelope(None));
+        Settled::Spilled
+    }
+
+    /// Sends a refused message to the dead-letter destination.
+    pub async fn dead_letter(&self, out: Outgoing, reason: String) -> Settled {
+        match &self.dead_letter {
+            DeadLetter::None => {
+                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.refused.increment(1);
+                tracing::error!(topic = %out.topic, reason = %reason, bytes = out.size(), "Kafka refused a message and there is no --dead-letter destination: it is not forwarded");
+                Settled::Refused
+            }
+            DeadLetter::Topic(topic) => {
+                let mut record = Record {
+                    key: out.record.key.clone(),
+                    payload: out.record.payload.clone(),
+                    headers: out.record.headers.clone(),
+                    partition: None,
+                    timestamp: None,
+                };
+                record
+                    .headers
+                    .push(("syslogger.reason".into(), Bytes::from(reason.clone())));
+                record.headers.push((
+                    "syslogger.topic".into(),
+                    Bytes::copy_from_slice(out.topic.as_bytes()),
+                ));
+                let sent = tokio::select! {
+                    r = self.producer.send(topic, &record) => r,
+                    () = self.deadline.cancelled() => return self.spill(out),
+                };
+                let r = match sent {
+                    Ok(report) => tokio::select! {
+                        r = report => r,
+                        () = self.deadline.cancelled() => return self.spill(out),
+                    },
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(_) => self.counted_dead_letter(&out, &reason),
+                    Err(e) => {
+                        tracing::error!(topic = %out.topic, dead_letter_topic = %topic, reason = %reason, error = %e, "the dead-letter topic refused a message too; it goes to the spill");
+                        self.spill(out)
+                    }
+                }
+            }
+            DeadLetter::File(file) => {
+                let file = file.clone();
+                let env = out.envelope(Some(reason.clone()));
+                let written = tokio::task::spawn_blocking(move || {
+                    file.lock().unwrap_or_else(|e| e.into_inner()).append(&env)
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => self.counted_dead_letter(&out, &reason),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot write the dead-letter file; the message goes to the spill");
+                        self.spill(out)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "dead-letter writer failed; the message goes to the spill");
+                        self.spill(out)
+                    }
+                }
+            }
+        }
+    }
+
+    fn counted_dead_letter(&self, out: &Outgoing, reason: &str) -> Settled {
+        self.counts.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.metrics.dead_lettered.increment(1);
+        tracing::warn!(topic = %out.topic, reason = %reason, "message dead-lettered");
+        Settled::DeadLettered
+    }
+}
