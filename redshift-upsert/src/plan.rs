@@ -709,9 +709,12 @@ fn apply_steps(
             }
         }
         (Strategy::Merge, Dialect::Sqlite) => {
+            // Row-value IN: SQLite walks the batch's keys and probes the table's key index
+            // (a correlated EXISTS scanned the whole table once per load, probing the batch
+            // without an index: quadratic as the table grows).
+            let keys = join(pk.iter());
             steps.push(ex(format!(
-                "DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {src} WHERE {})",
-                pk_match(src)
+                "DELETE FROM {table} WHERE ({keys}) IN (SELECT {keys} FROM {src})"
             )));
             steps.push(ex(format!("INSERT INTO {table} ({cols}) {select}")));
         }

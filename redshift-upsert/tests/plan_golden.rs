@@ -194,7 +194,7 @@ fn sqlite_golden() {
             r#"INSERT INTO "blueshift_stage" ("foo", "bar") VALUES (...) /* batched <- in/a.tsv */"#,
             r#"INSERT INTO "blueshift_stage" ("foo", "bar") VALUES (...) /* batched <- in/b.tsv */"#,
             r#"CREATE TEMP TABLE "blueshift_latest" AS SELECT "foo", "bar" FROM (SELECT "foo", "bar", ROW_NUMBER() OVER (PARTITION BY "foo" ORDER BY rowid DESC) AS "blueshift_rn" FROM "blueshift_stage") AS "blueshift_ranked" WHERE "blueshift_rn" = 1"#,
-            r#"DELETE FROM "testing" WHERE EXISTS (SELECT 1 FROM "blueshift_latest" WHERE "testing"."foo" = "blueshift_latest"."foo")"#,
+            r#"DELETE FROM "testing" WHERE ("foo") IN (SELECT "foo" FROM "blueshift_latest")"#,
             r#"INSERT INTO "testing" ("foo", "bar") SELECT "foo", "bar" FROM "blueshift_latest""#,
             r#"DROP TABLE "blueshift_latest""#,
             r#"DROP TABLE "blueshift_stage""#,
