@@ -29,24 +29,33 @@ impl KafkaCluster {
     /// Starts a cluster of `brokers` brokers (ids `1..=brokers`).
     ///
     /// # Panics
-    /// When librdkafka cannot start the mock cluster (a test set-up failure).
+    /// When librdkafka cannot start the mock cluster (a test set-up failure; programs use
+    /// [`try_start`](Self::try_start)).
     pub fn start(brokers: i32) -> Self {
-        let owner: BaseProducer = match ClientConfig::new()
+        Self::try_start(brokers).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a cluster of `brokers` brokers, or says why it cannot.
+    ///
+    /// # Errors
+    /// librdkafka cannot start the mock cluster.
+    pub fn try_start(brokers: i32) -> Result<Self, String> {
+        let owner: BaseProducer = ClientConfig::new()
             .set("test.mock.num.brokers", brokers.to_string())
             .create()
-        {
-            Ok(c) => c,
-            Err(e) => panic!("cannot start the mock Kafka cluster with {brokers} brokers: {e}"),
-        };
-        let bootstrap = match owner.client().mock_cluster() {
-            Some(m) => m.bootstrap_servers(),
-            None => panic!("librdkafka made no mock cluster for test.mock.num.brokers"),
-        };
-        Self {
+            .map_err(|e| {
+                format!("cannot start the mock Kafka cluster with {brokers} brokers: {e}")
+            })?;
+        let bootstrap = owner
+            .client()
+            .mock_cluster()
+            .map(|m| m.bootstrap_servers())
+            .ok_or("librdkafka made no mock cluster for test.mock.num.brokers")?;
+        Ok(Self {
             owner,
             bootstrap,
             brokers,
-        }
+        })
     }
 
     /// The `bootstrap.servers` list of the cluster (`127.0.0.1:PORT,...`).
@@ -57,11 +66,25 @@ impl KafkaCluster {
     /// Creates `topic` with `partitions` partitions, replicated on every broker.
     ///
     /// # Panics
-    /// When the mock cluster refuses the topic.
+    /// When the mock cluster refuses the topic (programs use
+    /// [`try_create_topic`](Self::try_create_topic)).
     pub fn create_topic(&self, topic: &str, partitions: i32) {
-        if let Err(e) = self.mock().create_topic(topic, partitions, self.brokers) {
-            panic!("cannot create topic {topic} ({partitions} partitions): {e}");
-        }
+        self.try_create_topic(topic, partitions)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Creates `topic`, or says why it cannot.
+    ///
+    /// # Errors
+    /// The mock cluster is gone or refuses the topic.
+    pub fn try_create_topic(&self, topic: &str, partitions: i32) -> Result<(), String> {
+        let mock = self
+            .owner
+            .client()
+            .mock_cluster()
+            .ok_or("the mock cluster is gone")?;
+        mock.create_topic(topic, partitions, self.brokers)
+            .map_err(|e| format!("cannot create topic {topic} ({partitions} partitions): {e}"))
     }
 
     /// How long the group coordinator waits for more members when the first one joins an

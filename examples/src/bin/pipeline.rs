@@ -1,7 +1,6 @@
-//! `pipeline`: the end-to-end job on embedded defaults. See `examples::pipeline`.
+//! `pipeline`: the whole system in one command (syslog -> Kafka -> object storage ->
+//! warehouse) on embedded defaults. See `examples::pipeline`.
 
-use clap::Parser;
-
-fn main() -> anyhow::Result<()> {
-    examples::pipeline::run(&examples::pipeline::Args::parse()).map(drop)
+fn main() -> std::process::ExitCode {
+    examples::pipeline::main(lifecycle::parse("pipeline"))
 }
