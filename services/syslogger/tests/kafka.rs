@@ -464,3 +464,48 @@ async fn udp_json_headers_and_topic_templates() {
     let outcome = svc.stop().await;
     assert_eq!(outcome.delivered, 2);
 }
+
+/// UDP cannot push back: while the in-flight budget is full (Kafka down), datagrams are
+/// dropped and counted; every datagram is either delivered or counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_drops_are_counted_when_the_budget_is_full() {
+    init_logs();
+    let cluster = KafkaCluster::start(1);
+    let topic = unique_name("udp-drop-");
+    cluster.create_topic(&topic, 1);
+    let mut a = args(cluster.bootstrap_servers(), &topic);
+    a.udp_listen = vec!["127.0.0.1:0".into()];
+    a.max_frame = 1024;
+    // Room for about two messages (each counts its bytes and 512 bytes of bookkeeping).
+    a.max_in_flight_bytes = 1200;
+    let svc = start(a).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = svc.bound.udp[0];
+    udp.send_to(b"<13>Oct 11 22:14:15 h app: first", to)
+        .await
+        .unwrap();
+    assert_eq!(
+        read(cluster.bootstrap_servers(), &topic, 1, 1, WAIT)
+            .await
+            .len(),
+        1
+    );
+    cluster.mock().broker_down(1).unwrap();
+    const N: usize = 50;
+    for i in 0..N {
+        udp.send_to(format!("<13>Oct 11 22:14:15 h app: {i}").as_bytes(), to)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.mock().broker_up(1).unwrap();
+    let outcome = svc.stop().await;
+    assert!(outcome.udp_dropped > 0, "{outcome:?}");
+    assert_eq!(
+        outcome.delivered + outcome.udp_dropped,
+        (N + 1) as u64,
+        "every datagram delivered or counted as dropped: {outcome:?}"
+    );
+    assert!(outcome.succeeded());
+}
