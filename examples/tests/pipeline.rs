@@ -77,14 +77,26 @@ async fn a_small_run_agrees_and_the_rows_are_in_sqlite() {
         let host: String = row.get(0);
         let app: String = row.get(1);
         let ts: String = row.get(4);
-        assert!(["web-1", "web-2", "db-1", "cache-1"].contains(&host.as_str()), "{host}");
-        assert!(["nginx", "postgres", "api"].contains(&app.as_str()), "{app}");
+        assert!(
+            ["web-1", "web-2", "db-1", "cache-1"].contains(&host.as_str()),
+            "{host}"
+        );
+        assert!(
+            ["nginx", "postgres", "api"].contains(&app.as_str()),
+            "{app}"
+        );
         assert!(ts.starts_with("2026-11-30T12:00:0"), "{ts}");
-        assert!(row.get::<Option<String>, _>(2).is_some() && row.get::<Option<String>, _>(3).is_some());
+        assert!(
+            row.get::<Option<String>, _>(2).is_some() && row.get::<Option<String>, _>(3).is_some()
+        );
     }
     // The archive is in the standard layout.
     let part0 = dir.path().join("store/archive/pipeline/syslog");
-    assert!(std::fs::read_dir(&part0).unwrap().count() >= 1, "{}", part0.display());
+    assert!(
+        std::fs::read_dir(&part0).unwrap().count() >= 1,
+        "{}",
+        part0.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,8 +149,15 @@ async fn s3_as_the_store_and_postgresql_as_the_warehouse() {
     .await
     .unwrap();
     assert!(report.ok(), "{}", report.text());
-    assert_eq!(report.partitions.iter().map(|p| p.records).sum::<u64>(), 2000);
-    assert!(report.partitions[0].dir.starts_with("runs/archive/pipeline/syslog/partition="));
+    assert_eq!(
+        report.partitions.iter().map(|p| p.records).sum::<u64>(),
+        2000
+    );
+    assert!(
+        report.partitions[0]
+            .dir
+            .starts_with("runs/archive/pipeline/syslog/partition=")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +165,14 @@ async fn bifrost_killed_mid_run_and_restarted_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap().to_string();
     let o = tokio::task::spawn_blocking(move || {
-        pipeline(&["--messages", "8000", "--restart-bifrost-after", "1", "--out", &out])
+        pipeline(&[
+            "--messages",
+            "8000",
+            "--restart-bifrost-after",
+            "1",
+            "--out",
+            &out,
+        ])
     })
     .await
     .unwrap();

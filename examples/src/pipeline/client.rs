@@ -39,7 +39,7 @@ pub fn message(conn: usize, seq: u64, buf: &mut String) {
     };
     let pri = u16::from(facility) * 8 + u16::from(severity);
     let (minute, second) = ((seq / 60) % 60, seq % 60);
-    let _ = if seq % 2 == 0 {
+    let _ = if seq.is_multiple_of(2) {
         write!(
             buf,
             "<{pri}>1 2026-11-30T12:{minute:02}:{second:02}.{:03}Z {host} {app} {} - - request {conn}-{seq} served in {} ms",

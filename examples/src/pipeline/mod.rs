@@ -54,8 +54,8 @@ pub struct Args {
     /// Kafka bootstrap servers; an in-process cluster when omitted.
     #[arg(long, value_name = "LIST")]
     pub brokers: Option<String>,
-    /// The topic [default: `syslog` in the in-process cluster, `pipeline-<time>` with
-    /// `--brokers`].
+    /// The topic (default: `syslog` in the in-process cluster, `pipeline-<time>` with
+    /// `--brokers`).
     #[arg(long, value_name = "NAME")]
     pub topic: Option<String>,
     /// The object store for the archive and the load directories (`s3://BUCKET/PREFIX`,
