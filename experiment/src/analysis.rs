@@ -230,7 +230,7 @@ const GL_NODES: [(f64, f64); 10] = [
     (0.993_128_599_185_094_9, 0.017_614_007_139_152_12),
 ];
 
-/// P(arm is best) for every arm, exactly (to ~1e-9) by numerical integration of
+/// P(arm is best) for every arm, exactly (to about 1e-9) by numerical integration of
 /// ∫ f_i(x) Π_{j≠i} F_j(x) dx: a test oracle for the Monte Carlo estimate and an answer for
 /// small problems (its cost grows with the square of the number of arms).
 ///
@@ -251,16 +251,23 @@ pub fn exact_p_best(arms: &[Arm], prior: Prior) -> Result<Vec<f64>> {
         .collect::<Result<Vec<_>>>()?;
     // Break [0, 1] where the densities live: every posterior's mean ± m sd, so that no
     // interval is wider than a fraction of any peak it holds.
+    // Skewed posteriors (few successes) have long tails: their quantiles far out place
+    // the last cuts where the mean ± sd grid does not reach.
+    const TAILS: [f64; 8] = [1e-14, 1e-11, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 5e-2];
     let mut cuts = vec![0.0, 1.0];
-    for p in &post {
+    for (p, d) in post.iter().zip(&dists) {
         let (mean, sd) = (p.mean(), p.sd());
         for m in -12..=12 {
-            let x = mean + f64::from(m) * sd * 0.5;
-            if x > 0.0 && x < 1.0 {
-                cuts.push(x);
-            }
+            cuts.push(mean + f64::from(m) * sd * 0.5);
+        }
+        for q in TAILS {
+            cuts.push(d.inverse_cdf(q));
+            cuts.push(d.inverse_cdf(1.0 - q));
         }
     }
+    cuts.retain(|x| *x > 0.0 && *x < 1.0);
+    cuts.push(0.0);
+    cuts.push(1.0);
     cuts.sort_by(f64::total_cmp);
     cuts.dedup_by(|a, b| (*a - *b).abs() < 1e-15);
     let k = arms.len();
@@ -305,6 +312,14 @@ mod tests {
             lo < 950.0 && lo > 930.0 && hi > 950.0 && hi < 970.0,
             "{lo} {hi}"
         );
+    }
+
+    #[test]
+    fn a_skewed_pair_integrates_to_one() {
+        // Few successes: long right tails (a case the property test found).
+        let arms = [Arm::new("a0", 3.0, 322.0), Arm::new("a1", 0.0, 140.0)];
+        let p = exact_p_best(&arms, Prior::default()).unwrap();
+        assert!((p[0] + p[1] - 1.0).abs() < 1e-9, "{p:?}");
     }
 
     #[test]

@@ -15,16 +15,19 @@ fn arms_strategy() -> impl Strategy<Value = Vec<Arm>> {
 }
 
 proptest! {
+    // A fixed seed: CI runs the same cases every time (PROPTEST_CASES and a local edit of
+    // the seed explore more).
     #![proptest_config(ProptestConfig {
         cases: 40,
         failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_ba4d),
         ..ProptestConfig::default()
     })]
 
     #[test]
     fn exact_and_monte_carlo_agree(arms in arms_strategy(), seed in any::<u64>()) {
         let exact = exact_p_best(&arms, Prior::default()).unwrap();
-        prop_assert!((exact.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{exact:?}");
+        prop_assert!((exact.iter().sum::<f64>() - 1.0).abs() < 1e-8, "{exact:?}");
         let mc = Evaluator::new().analyze(&arms, Prior::default(), 20_000, seed).unwrap();
         for (i, exact) in exact.iter().enumerate() {
             let e = exact.clamp(0.0, 1.0);
