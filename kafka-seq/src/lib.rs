@@ -10,6 +10,9 @@
 //! - [`producer`]: a Kafka producer with bounded in-flight messages, a [`DeliveryReport`]
 //!   per message (a future resolving to [`Delivered`]: where Kafka stored it) and a `Sink`
 //!   that flushes on close; idempotent by default.
+//! - [`lane`]: many messages and each one's report in the sender's order, without an
+//!   allocation or a wake-up per message ([`KafkaProducer::lane`]): for forwarders that
+//!   must know every message's fate at a bare producer's rate.
 //! - `amqp` (feature `amqp`): a RabbitMQ consumer stream (prefetch as the bound, ack/nack
 //!   handles, reconnect forever with exponential backoff and jitter) and a publisher with
 //!   confirms.
@@ -59,13 +62,16 @@ pub mod amqp;
 pub mod consumer;
 mod ffi;
 mod in_flight;
+pub mod lane;
 mod metrics;
 mod offsets;
+mod opaque;
 mod pipe;
 pub mod producer;
 
 pub use crate::metrics::describe_metrics;
 pub use consumer::{Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream, SeekTo};
+pub use lane::{LaneReport, LaneReports, LaneSender, Ticket};
 pub use pipe::{PipeSender, PipeStream, pipe};
 pub use producer::{Delivered, DeliveryReport, KafkaProducer, KafkaSink, ProducerConfig, Record};
 
@@ -117,6 +123,12 @@ pub enum Error {
     /// The producer went away before reporting a message's delivery.
     #[error("delivery report lost: the producer was dropped before Kafka answered")]
     DeliveryLost,
+    /// A producer has as many delivery lanes open as it can number.
+    #[error("cannot open a delivery lane: {max} are open on this producer")]
+    TooManyLanes {
+        /// The most lanes a producer may have open.
+        max: usize,
+    },
     /// An AMQP operation failed.
     #[cfg(feature = "amqp")]
     #[error("amqp {op} on {target} failed: {source}")]

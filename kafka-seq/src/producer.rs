@@ -44,7 +44,9 @@ use tokio::sync::oneshot;
 
 use crate::ffi;
 use crate::in_flight::{InFlight, PollWait};
+use crate::lane::{self, LaneReports, LaneSender, Lanes};
 use crate::metrics::{TopicMetrics, describe_once, producer_in_flight};
+use crate::opaque::{Opaque, Target};
 use crate::{Error, kafka_err};
 
 /// Configuration of a [`KafkaProducer`].
@@ -110,9 +112,13 @@ impl ProducerConfig {
             c.set(k, v);
         }
         let in_flight = Arc::new(InFlight::new(self.max_in_flight, producer_in_flight()));
+        let lanes = Arc::new(Lanes::default());
+        let topics = Arc::new(Topics::default());
         let producer: ThreadedProducer<DeliveryContext> = c
             .create_with_context(DeliveryContext {
                 in_flight: in_flight.clone(),
+                lanes: lanes.clone(),
+                topics: topics.clone(),
             })
             .map_err(kafka_err(format!("create producer for {}", self.brokers)))?;
         Ok(KafkaProducer {
@@ -120,7 +126,8 @@ impl ProducerConfig {
                 producer,
                 in_flight,
                 flush_timeout: self.flush_timeout,
-                topics: Topics::default(),
+                topics,
+                lanes,
             }),
         })
     }
@@ -210,7 +217,7 @@ impl Future for DeliveryReport {
 /// What a delivery report goes to: one waiting [`DeliveryReport`] (with its topic's
 /// metrics), or a sink's shared counters. Each enqueued message holds one in-flight slot,
 /// given back when its report arrives.
-enum Token {
+pub(crate) enum Token {
     One {
         tx: Mutex<Option<oneshot::Sender<Report>>>,
         metrics: Arc<TopicMetrics>,
@@ -223,7 +230,7 @@ enum Token {
 /// and wake the sink only when a flush waits for that count or a delivery failed. Messages
 /// reach it through a token the sink replaces every [`TOKEN_USES`] messages, so the token's
 /// reference count is not written by both threads for every message.
-struct SinkState {
+pub(crate) struct SinkState {
     /// The sink's topic's delivery metrics.
     metrics: Arc<TopicMetrics>,
     reported: AtomicU64,
@@ -256,6 +263,16 @@ struct Topics {
 }
 
 impl Topics {
+    /// Runs `f` with `topic`'s metrics (no reference count touched for the first topic).
+    fn with<R>(&self, topic: &str, f: impl FnOnce(&TopicMetrics) -> R) -> R {
+        if let Some(first) = self.first.get()
+            && *first.topic == *topic
+        {
+            return f(first);
+        }
+        f(&self.get(topic))
+    }
+
     fn get(&self, topic: &str) -> Arc<TopicMetrics> {
         let first = self
             .first
@@ -275,37 +292,66 @@ impl Topics {
 
 struct DeliveryContext {
     in_flight: Arc<InFlight>,
+    lanes: Arc<Lanes>,
+    topics: Arc<Topics>,
+}
+
+/// Counts a delivery in its topic's metrics.
+fn count_delivery(metrics: &TopicMetrics, result: &DeliveryResult<'_>) {
+    match result {
+        Ok(m) => {
+            metrics.delivered.increment(1);
+            if let Some(latency) = ffi::delivery_latency(m) {
+                metrics.seconds.record(latency);
+            }
+        }
+        Err(_) => metrics.errors.increment(1),
+    }
+}
+
+/// The error of a failed delivery.
+fn delivery_error(e: &KafkaError, m: &rdkafka::message::BorrowedMessage<'_>) -> Error {
+    Error::Delivery {
+        topic: m.topic().to_string(),
+        source: e.clone(),
+    }
 }
 
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Arc<Token>;
+    type DeliveryOpaque = Opaque;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, token: Arc<Token>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Opaque) {
         self.in_flight.give_back();
+        let token = match opaque.target() {
+            Target::Token(token) => token,
+            Target::Lane { lane, slot } => {
+                let topic = match result {
+                    Ok(m) => m.topic(),
+                    Err((_, m)) => m.topic(),
+                };
+                self.topics
+                    .with(topic, |metrics| count_delivery(metrics, result));
+                let r = match result {
+                    Ok(_) => Ok(()),
+                    Err((e, m)) => Err(delivery_error(e, m)),
+                };
+                lane::report(&self.lanes, lane, slot, r);
+                return;
+            }
+        };
         let metrics = match &*token {
             Token::One { metrics, .. } => &**metrics,
             Token::Sink(state) => &*state.metrics,
         };
-        match result {
-            Ok(m) => {
-                metrics.delivered.increment(1);
-                if let Some(latency) = ffi::delivery_latency(m) {
-                    metrics.seconds.record(latency);
-                }
-            }
-            Err(_) => metrics.errors.increment(1),
-        }
+        count_delivery(metrics, result);
         let report = || match result {
             Ok(m) => Ok(Delivered {
                 partition: m.partition(),
                 offset: m.offset(),
             }),
-            Err((e, m)) => Err(Error::Delivery {
-                topic: m.topic().to_string(),
-                source: e.clone(),
-            }),
+            Err((e, m)) => Err(delivery_error(e, m)),
         };
         match &*token {
             Token::One { tx, .. } => {
@@ -333,17 +379,18 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     producer: ThreadedProducer<DeliveryContext>,
-    in_flight: Arc<InFlight>,
+    pub(crate) in_flight: Arc<InFlight>,
     flush_timeout: Duration,
-    topics: Topics,
+    topics: Arc<Topics>,
+    lanes: Arc<Lanes>,
 }
 
 /// A Kafka producer; cheap to clone (clones share the client).
 #[derive(Clone)]
 pub struct KafkaProducer {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for KafkaProducer {
@@ -368,18 +415,32 @@ impl KafkaProducer {
             metrics: self.inner.topics.get(topic),
         });
         // librdkafka's own queue may be full (by bytes): wait for deliveries to drain it.
-        while !self.enqueue(topic, record, token.clone())? {
+        while !self.enqueue(topic, record, || Opaque::token(token.clone()))? {
             tokio::time::sleep(QUEUE_FULL_RETRY).await;
         }
         slot.keep();
         Ok(DeliveryReport { rx })
     }
 
-    /// Hands the record to librdkafka with `token` (the caller holds an in-flight
-    /// slot, kept until the delivery report); `Ok(false)` when librdkafka's queue is full.
-    fn enqueue(&self, topic: &str, record: &Record, token: Arc<Token>) -> Result<bool, Error> {
-        let mut r: BaseRecord<'_, [u8], [u8], Arc<Token>> =
-            BaseRecord::with_opaque_to(topic, token);
+    /// A delivery lane of `capacity` messages (at most 2^31 on 64-bit targets): many
+    /// messages and their reports without an allocation per message; see [`crate::lane`].
+    ///
+    /// # Errors
+    /// [`Error::TooManyLanes`] when the producer has as many lanes open as it can number.
+    pub fn lane(&self, capacity: usize) -> Result<(LaneSender, LaneReports), Error> {
+        lane::open(self.clone(), self.inner.lanes.clone(), capacity)
+    }
+
+    /// Hands the record to librdkafka with the opaque `make` builds (the caller holds an
+    /// in-flight slot, kept until the delivery report); `Ok(false)` when librdkafka's queue
+    /// is full.
+    pub(crate) fn enqueue(
+        &self,
+        topic: &str,
+        record: &Record,
+        make: impl FnOnce() -> Opaque,
+    ) -> Result<bool, Error> {
+        let mut r: BaseRecord<'_, [u8], [u8], Opaque> = BaseRecord::with_opaque_to(topic, make());
         if let Some(k) = &record.key {
             r = r.key(k.as_ref());
         }
@@ -465,7 +526,7 @@ const TOKEN_USES: u32 = 64;
 
 /// How long to wait before retrying when librdkafka's own queue is full (its byte bound,
 /// `queue.buffering.max.kbytes`, is reached before the in-flight bound).
-const QUEUE_FULL_RETRY: Duration = Duration::from_millis(2);
+pub(crate) const QUEUE_FULL_RETRY: Duration = Duration::from_millis(2);
 
 /// A `futures::Sink` of [`Record`]s for one topic; see the [module docs](self).
 ///
@@ -544,7 +605,10 @@ impl KafkaSink {
     /// is full.
     fn hand_over(&mut self, record: Record) -> Result<(), Error> {
         let token = self.token();
-        match self.producer.enqueue(&self.topic, &record, token) {
+        match self
+            .producer
+            .enqueue(&self.topic, &record, || Opaque::token(token))
+        {
             Ok(true) => {
                 self.sent += 1;
                 Ok(())

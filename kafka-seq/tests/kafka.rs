@@ -754,6 +754,9 @@ fn streams_messages_and_sinks_move_between_tasks() {
     shared::<KafkaMessage>();
     shared::<kafka_seq::ConsumerControl>();
     shared::<kafka_seq::KafkaProducer>();
+    send::<kafka_seq::LaneSender>();
+    send::<kafka_seq::LaneReports>();
+    send::<kafka_seq::Ticket>();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -879,4 +882,139 @@ async fn seek_restarts_a_partition_under_a_new_assignment_and_pause_holds_it() {
     );
     drop(stream);
     timeout(WAIT, control.closed()).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_reports_every_message_and_a_full_lane_waits() {
+    let cluster = KafkaCluster::start(1);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name("lane-");
+    cluster.create_topic(&topic, 3);
+    let producer = ProducerConfig::new(&brokers)
+        .set("linger.ms", "2")
+        .create()
+        .unwrap();
+    let (mut sender, mut reports) = producer.lane(64).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    // The reports side in another task, in the sender's order.
+    let settler = tokio::spawn(async move {
+        let mut delivered = 0usize;
+        while let Some(ticket) = rx.recv().await {
+            timeout(WAIT, reports.report(ticket))
+                .await
+                .unwrap()
+                .unwrap();
+            delivered += 1;
+        }
+        delivered
+    });
+    let n = 20_000usize;
+    for i in 0..n {
+        let p = i32::try_from(i % 3).unwrap();
+        let ticket = timeout(
+            WAIT,
+            sender.send(&topic, &Record::new(i.to_string()).partition(p)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        tx.send(ticket).await.unwrap();
+    }
+    drop(tx);
+    assert_eq!(timeout(WAIT, settler).await.unwrap().unwrap(), n);
+    // Every message is in the topic exactly once.
+    let mut stream = consumer(&brokers, &unique_name("g-"), &topic);
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        let m = next(&mut stream).await;
+        assert!(seen.insert(id(&m)), "message {} twice", id(&m));
+        m.ack.ack();
+    }
+    assert_eq!(seen.len(), n);
+    drop(stream);
+
+    // A lane of 4 slots with the broker down: four messages go, the fifth waits for room.
+    let (cluster, brokers, topic) = cluster_led_by_broker_1("lane-full-");
+    let producer = ProducerConfig::new(&brokers)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let (mut sender, mut reports) = producer.lane(4).unwrap();
+    let t0 = sender.send(&topic, &Record::new("0")).await.unwrap();
+    timeout(WAIT, reports.report(t0)).await.unwrap().unwrap();
+    cluster.mock().broker_down(1).unwrap();
+    let mut tickets = Vec::new();
+    for i in 1..5 {
+        let t = timeout(WAIT, sender.send(&topic, &Record::new(i.to_string())))
+            .await
+            .unwrap()
+            .unwrap();
+        tickets.push(t);
+    }
+    assert!(!sender.has_room());
+    assert!(
+        timeout(
+            Duration::from_millis(700),
+            sender.send(&topic, &Record::new("5"))
+        )
+        .await
+        .is_err(),
+        "a fifth message in a lane of four"
+    );
+    // A report given up before it came: its slot is freed when it comes.
+    {
+        let abandoned = tickets.remove(0);
+        let fut = reports.report(abandoned);
+        drop(fut);
+    }
+    cluster.mock().broker_up(1).unwrap();
+    let t5 = timeout(WAIT, sender.send(&topic, &Record::new("5")))
+        .await
+        .unwrap()
+        .unwrap();
+    tickets.push(t5);
+    for t in tickets {
+        timeout(WAIT, reports.report(t)).await.unwrap().unwrap();
+    }
+    expect_in_order(&brokers, &topic, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_reports_a_failed_delivery_and_lanes_closed_in_flight_are_harmless() {
+    let (cluster, brokers, topic) = cluster_led_by_broker_1("lane-fail-");
+    let producer = ProducerConfig::new(&brokers)
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "800")
+        .create()
+        .unwrap();
+    let (mut sender, mut reports) = producer.lane(8).unwrap();
+    let t = sender.send(&topic, &Record::new("ok")).await.unwrap();
+    timeout(WAIT, reports.report(t)).await.unwrap().unwrap();
+    cluster.mock().broker_down(1).unwrap();
+    // A lane closed with messages in flight; their reports come to nobody.
+    let (mut closed, closed_reports) = producer.lane(8).unwrap();
+    for i in 0..3 {
+        let _ = closed
+            .send(&topic, &Record::new(format!("gone {i}")))
+            .await
+            .unwrap();
+    }
+    drop((closed, closed_reports));
+    let t = sender.send(&topic, &Record::new("lost")).await.unwrap();
+    let err = timeout(WAIT, reports.report(t)).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, kafka_seq::Error::Delivery { topic: t, .. } if *t == topic),
+        "{err}"
+    );
+    // Lanes opened since (numbers reused or not) get their own reports only.
+    cluster.mock().broker_up(1).unwrap();
+    for round in 0..20 {
+        let (mut s, mut r) = producer.lane(2).unwrap();
+        let t = s
+            .send(&topic, &Record::new(format!("round {round}")))
+            .await
+            .unwrap();
+        timeout(WAIT, r.report(t)).await.unwrap().unwrap();
+    }
+    timeout(WAIT, producer.flush()).await.unwrap().unwrap();
 }

@@ -19,7 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::{Scratch, Shared, Submitted};
+use kafka_seq::{LaneReports, LaneSender};
+
+use crate::forward::{Scratch, SettleBatch, Shared, Submitted};
 use crate::framing::{Decoder, Frame, Framing};
 use crate::relp;
 
@@ -175,6 +177,7 @@ async fn submit_frame(
     peer: SocketAddr,
     clock: Clock,
     batch: &mut Batcher,
+    mut lane: Option<&mut LaneSender>,
 ) -> Submitted {
     let shared = &cfg.shared;
     shared.counts.received.fetch_add(1, Ordering::Relaxed);
@@ -204,17 +207,19 @@ async fn submit_frame(
     };
     let (out, parsed) = shared
         .pipeline
-        .build(frame.bytes(), clock.utc, clock.at, scratch);
+        .build(frame.into_bytes(), clock.utc, clock.at, scratch);
     if !parsed {
         cfg.metrics.parse_failures.increment(1);
     }
     match oversized {
         Some(reason) if cfg.oversize == Oversize::DeadLetter => Submitted::Refused(out, reason),
         _ => {
-            if !shared.has_room(&out) {
+            // What the batch holds is settled only once handed over: do that before
+            // waiting for budget or for a lane slot.
+            if !shared.has_room(&out) || lane.as_ref().is_some_and(|l| !l.has_room()) {
                 batch.flush().await;
             }
-            shared.submit(out).await
+            shared.submit(out, lane.as_deref_mut()).await
         }
     }
 }
@@ -223,6 +228,7 @@ async fn submit_frame(
 async fn settle_all<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Vec<Item>>,
+    mut reports: Option<LaneReports>,
     writer: Option<W>,
 ) {
     let mut writer = writer.map(|w| BufWriter::with_capacity(16 * 1024, w));
@@ -231,13 +237,13 @@ async fn settle_all<W: AsyncWrite + Unpin>(
     // Registered once for the connection, not once per message.
     let mut deadline = std::pin::pin!(shared.deadline.clone().cancelled_owned());
     while let Some(items) = rx.recv().await {
-        let mut released = 0;
+        let mut batch = SettleBatch::default();
         for item in items {
             answer.clear();
             match item {
                 Item::Message(submitted, txnr) => {
                     let settled = shared
-                        .settle(submitted, deadline.as_mut(), &mut released)
+                        .settle(submitted, reports.as_mut(), deadline.as_mut(), &mut batch)
                         .await;
                     if let Some(txnr) = txnr
                         && settled.acknowledged()
@@ -256,7 +262,7 @@ async fn settle_all<W: AsyncWrite + Unpin>(
                 broken = true;
             }
         }
-        shared.release(released);
+        shared.release(batch.released);
         // Answers go out in batches: flush when nothing else is ready.
         if let Some(w) = writer.as_mut()
             && !broken
@@ -302,7 +308,8 @@ where
     // close_notify).
     let mut writer = writer;
     let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
-    let settler = tokio::spawn(settle_all::<W>(cfg.shared.clone(), rx, None));
+    let (mut lane, reports) = cfg.shared.open_lane();
+    let settler = tokio::spawn(settle_all::<W>(cfg.shared.clone(), rx, reports, None));
     let mut batch = Batcher::new(tx);
     let mut decoder = Decoder::new(cfg.framing, cfg.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -320,6 +327,7 @@ where
                 peer,
                 clock,
                 &mut batch,
+                lane.as_mut(),
             )
             .await;
             if !batch.push(Item::Message(s, None)).await {
@@ -356,7 +364,8 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
-    let settler = tokio::spawn(settle_all(cfg.shared.clone(), rx, Some(writer)));
+    let (mut lane, reports) = cfg.shared.open_lane();
+    let settler = tokio::spawn(settle_all(cfg.shared.clone(), rx, reports, Some(writer)));
     let mut batch = Batcher::new(tx);
     let mut decoder = relp::Decoder::new(cfg.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -394,6 +403,7 @@ where
                         peer,
                         clock,
                         &mut batch,
+                        lane.as_mut(),
                     )
                     .await;
                     if !batch.push(Item::Message(s, Some(f.txnr))).await {
@@ -457,7 +467,13 @@ fn trim_end(mut b: Bytes) -> Bytes {
 pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
     let dropped = metrics::counter!("syslogger_udp_dropped_total");
     let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
-    let settler = tokio::spawn(settle_all::<tokio::io::Sink>(cfg.shared.clone(), rx, None));
+    let (mut lane, reports) = cfg.shared.open_lane();
+    let settler = tokio::spawn(settle_all::<tokio::io::Sink>(
+        cfg.shared.clone(),
+        rx,
+        reports,
+        None,
+    ));
     let mut batch = Batcher::new(tx);
     let mut buf = BytesMut::with_capacity(READ_CHUNK * 2);
     let mut scratch = Scratch::default();
@@ -501,6 +517,7 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
                 peer,
                 clock,
                 &mut batch,
+                lane.as_mut(),
             )
             .await;
             if !batch.push(Item::Message(s, None)).await || !batch.flush().await {
@@ -513,9 +530,10 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
         if matches!(frame, Frame::Oversize { .. }) {
             cfg.metrics.oversize.increment(1);
         }
-        let (out, parsed) = shared
-            .pipeline
-            .build(frame.bytes(), clock.utc, clock.at, &mut scratch);
+        let (out, parsed) =
+            shared
+                .pipeline
+                .build(frame.into_bytes(), clock.utc, clock.at, &mut scratch);
         if !parsed {
             cfg.metrics.parse_failures.increment(1);
         }
@@ -525,7 +543,10 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
             dropped.increment(1);
             continue;
         };
-        let s = shared.submit_held(out, held).await;
+        if lane.as_ref().is_some_and(|l| !l.has_room()) && !batch.flush().await {
+            break;
+        }
+        let s = shared.submit_held(out, held, lane.as_mut()).await;
         // One datagram per receive: hand it over now (no later read completes a batch).
         if !batch.push(Item::Message(s, None)).await || !batch.flush().await {
             break;

@@ -3,6 +3,7 @@
 //! shutdown deadline) spilled.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use kafka_seq::{DeliveryReport, KafkaProducer, Record};
+use kafka_seq::{DeliveryReport, KafkaProducer, LaneReports, LaneSender, Record, Ticket};
 use metrics::{Counter, Histogram};
 use rdkafka::error::RDKafkaErrorCode;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::format::{Format, encode};
-use crate::parse::{Message, Parser};
+use crate::parse::{HeadCache, Message, Parser};
 use crate::route::{KeySpec, Template, sanitize_topic};
 use crate::spill::{Envelope, EnvelopeFile};
 
@@ -53,6 +54,7 @@ pub struct Scratch {
     render: String,
     topics: Interner<Arc<str>>,
     keys: Interner<Bytes>,
+    head: HeadCache,
 }
 
 /// The most distinct topics or keys a connection remembers before it starts over.
@@ -153,7 +155,7 @@ impl Pipeline {
     /// Builds the message of `frame`; the flag says whether it parsed as syslog.
     pub fn build(
         &self,
-        frame: &Bytes,
+        frame: Bytes,
         received: DateTime<Utc>,
         at: Instant,
         scratch: &mut Scratch,
@@ -164,22 +166,28 @@ impl Pipeline {
             render,
             topics,
             keys,
+            head,
         } = scratch;
-        let (utf8, s): (bool, &str) = match std::str::from_utf8(frame) {
+        let (utf8, s): (bool, &str) = match std::str::from_utf8(&frame) {
             Ok(s) => (true, s),
             Err(_) => {
                 text.clear();
-                text.push_str(&String::from_utf8_lossy(frame));
+                text.push_str(&String::from_utf8_lossy(&frame));
                 (false, text.as_str())
             }
         };
-        let m: Message<'_> = self.parser.parse(s, received);
-        let parsed = m.parsed();
-        let payload = if self.format == Format::Raw {
-            frame.clone()
+        // A raw payload needs only the routing fields (the common header is read by hand).
+        let m: Message<'_> = if self.format == Format::Raw {
+            self.parser.parse_head(s, received, head)
         } else {
-            encode(self.format, frame, utf8, &m, received, out);
-            out.split().freeze()
+            self.parser.parse(s, received)
+        };
+        let parsed = m.parsed();
+        let encoded = if self.format == Format::Raw {
+            None
+        } else {
+            encode(self.format, &frame, utf8, &m, received, out);
+            Some(out.split().freeze())
         };
         let topic = match &self.static_topic {
             Some(t) => t.clone(),
@@ -233,7 +241,8 @@ impl Pipeline {
                 topic,
                 record: Record {
                     key,
-                    payload: Some(payload),
+                    // Raw: the frame itself (moved, not another reference to it).
+                    payload: Some(encoded.unwrap_or(frame)),
                     headers,
                     partition: None,
                     timestamp: None,
@@ -301,12 +310,25 @@ pub struct Held {
     bytes: usize,
 }
 
+/// Where a produced message's report comes from.
+enum Report {
+    /// Its connection's delivery lane (the common path: no allocation per message).
+    Lane(Ticket),
+    /// Its own report (replayed spills, retries, connections without a lane).
+    One(DeliveryReport),
+}
+
 /// A produced message waiting for Kafka's report.
 pub struct Pending {
-    report: DeliveryReport,
+    report: Report,
     out: Outgoing,
     held: Held,
 }
+
+/// Slots of a connection's delivery lane: the most messages one connection has produced
+/// and not settled (one byte each). A connection's throughput is at most this many
+/// messages per Kafka round trip (`linger.ms` included).
+pub const LANE_SLOTS: usize = 16 * 1024;
 
 /// What `submit` did with a message.
 pub enum Submitted {
@@ -316,6 +338,22 @@ pub enum Submitted {
     Refused(Outgoing, String),
     /// The shutdown deadline came first: it goes to the spill.
     Spill(Outgoing),
+}
+
+/// A settler's state across one batch of messages: the budget room they held (given back
+/// once per batch) and the time their reports were seen (read once, and again after each
+/// wait, rather than per message).
+#[derive(Debug, Default)]
+pub struct SettleBatch {
+    /// Bytes to give back to the budget ([`Shared::release`]).
+    pub released: usize,
+    now: Option<Instant>,
+}
+
+impl SettleBatch {
+    fn now(&mut self) -> Instant {
+        *self.now.get_or_insert_with(Instant::now)
+    }
 }
 
 /// How a message was settled.
@@ -372,6 +410,19 @@ fn error_code(e: &kafka_seq::Error) -> Option<RDKafkaErrorCode> {
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 impl Shared {
+    /// A delivery lane for a connection: its sender for the reader, its reports for the
+    /// settler. `None` (messages then get their own reports) if the producer has no lane
+    /// to give.
+    pub fn open_lane(&self) -> (Option<LaneSender>, Option<LaneReports>) {
+        match self.producer.lane(LANE_SLOTS) {
+            Ok((s, r)) => (Some(s), Some(r)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no delivery lane for a connection; its messages are tracked one by one");
+                (None, None)
+            }
+        }
+    }
+
     /// Whether the budget has room for `out` now.
     pub fn has_room(&self, out: &Outgoing) -> bool {
         self.budget.available_permits() >= out.size().clamp(1, self.budget_bytes)
@@ -379,7 +430,7 @@ impl Shared {
 
     /// Holds room for `out` under the budget and produces it; waits while the budget or
     /// the producer's in-flight bound is full.
-    pub async fn submit(&self, out: Outgoing) -> Submitted {
+    pub async fn submit(&self, out: Outgoing, lane: Option<&mut LaneSender>) -> Submitted {
         let bytes = out.size().clamp(1, self.budget_bytes);
         let Ok(n) = u32::try_from(bytes) else {
             return Submitted::Spill(out);
@@ -392,7 +443,7 @@ impl Shared {
             },
             () = self.deadline.cancelled() => return Submitted::Spill(out),
         };
-        self.submit_held(out, Held { bytes }).await
+        self.submit_held(out, Held { bytes }, lane).await
     }
 
     /// Gives `bytes` of room back to the budget.
@@ -413,11 +464,26 @@ impl Shared {
         Some(Held { bytes })
     }
 
-    /// Produces a message already holding room.
-    pub async fn submit_held(&self, out: Outgoing, held: Held) -> Submitted {
+    /// Produces a message already holding room, on `lane` when given.
+    pub async fn submit_held(
+        &self,
+        out: Outgoing,
+        held: Held,
+        lane: Option<&mut LaneSender>,
+    ) -> Submitted {
+        let send = async {
+            match lane {
+                Some(lane) => lane.send(&out.topic, &out.record).await.map(Report::Lane),
+                None => self
+                    .producer
+                    .send(&out.topic, &out.record)
+                    .await
+                    .map(Report::One),
+            }
+        };
         let sent = tokio::select! {
             biased;
-            r = self.producer.send(&out.topic, &out.record) => r,
+            r = send => r,
             () = self.deadline.cancelled() => {
                 self.release(held.bytes);
                 return Submitted::Spill(out);
@@ -434,13 +500,14 @@ impl Shared {
 
     /// Waits for a submitted message's fate: Kafka's acknowledgement, a dead letter after a
     /// permanent refusal, retries after a transient one, or the spill at the deadline.
-    /// The room the message held is added to `released`, for the caller to give back
+    /// The room the message held is added to `batch.released`, for the caller to give back
     /// ([`release`](Self::release)) once per batch.
     pub async fn settle(
         &self,
         submitted: Submitted,
+        mut reports: Option<&mut LaneReports>,
         mut deadline: Pin<&mut WaitForCancellationFutureOwned>,
-        released: &mut usize,
+        batch: &mut SettleBatch,
     ) -> Settled {
         // Built on the first retry only (the common path never retries).
         let mut retry = None;
@@ -450,26 +517,23 @@ impl Shared {
                 Submitted::Spill(out) => return self.spill(out),
                 Submitted::Refused(out, reason) => return self.dead_letter(out, reason).await,
                 Submitted::Pending(p) => {
-                    let Pending {
-                        mut report,
-                        out,
-                        held,
-                    } = p;
-                    *released += held.bytes;
-                    let r = match futures::FutureExt::now_or_never(&mut report) {
-                        Some(r) => r,
-                        None if self.deadline.is_cancelled() => return self.spill(out),
-                        None => tokio::select! {
-                            biased;
-                            r = &mut report => r,
-                            () = deadline.as_mut() => {
-                                // A report that is already there still counts.
-                                match futures::FutureExt::now_or_never(&mut report) {
-                                    Some(r) => r,
-                                    None => return self.spill(out),
-                                }
+                    let Pending { report, out, held } = p;
+                    batch.released += held.bytes;
+                    let r = match report {
+                        Report::One(d) => self
+                            .wait_report(d, deadline.as_mut(), batch)
+                            .await
+                            .map(|r| r.map(drop)),
+                        Report::Lane(t) => match reports.as_deref_mut() {
+                            Some(reports) => {
+                                self.wait_report(reports.report(t), deadline.as_mut(), batch)
+                                    .await
                             }
+                            None => Some(Err(kafka_seq::Error::DeliveryLost)),
                         },
+                    };
+                    let Some(r) = r else {
+                        return self.spill(out);
                     };
                     match r {
                         Ok(_) => {
@@ -477,7 +541,7 @@ impl Shared {
                             self.metrics.delivered.increment(1);
                             self.metrics
                                 .latency
-                                .record(out.received.elapsed().as_secs_f64());
+                                .record((batch.now() - out.received).as_secs_f64());
                             return Settled::Delivered;
                         }
                         Err(e) if permanent(error_code(&e)) => {
@@ -505,8 +569,34 @@ impl Shared {
                 () = self.deadline.cancelled() => return self.spill(out),
             }
             // The room this message held is needed again now, not at the batch's end.
-            self.release(std::mem::take(released));
-            submitted = self.submit(out).await;
+            self.release(std::mem::take(&mut batch.released));
+            submitted = self.submit(out, None).await;
+        }
+    }
+
+    /// Waits for a report; `None` when the shutdown deadline came first (a report that is
+    /// already there still counts).
+    async fn wait_report<T, F>(
+        &self,
+        mut report: F,
+        deadline: Pin<&mut WaitForCancellationFutureOwned>,
+        batch: &mut SettleBatch,
+    ) -> Option<Result<T, kafka_seq::Error>>
+    where
+        F: Future<Output = Result<T, kafka_seq::Error>> + Unpin,
+    {
+        match futures::FutureExt::now_or_never(&mut report) {
+            Some(r) => Some(r),
+            None if self.deadline.is_cancelled() => None,
+            None => {
+                // Time passes while waiting: the clock is read again after.
+                batch.now = None;
+                tokio::select! {
+                    biased;
+                    r = &mut report => Some(r),
+                    () = deadline => futures::FutureExt::now_or_never(&mut report),
+                }
+            }
         }
     }
 

@@ -62,6 +62,14 @@ impl Frame {
             Frame::Oversize { head, .. } => head,
         }
     }
+
+    /// The bytes to forward, taken.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Frame::Message(b) | Frame::Unframed(b) => b,
+            Frame::Oversize { head, .. } => head,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

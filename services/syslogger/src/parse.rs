@@ -2,7 +2,7 @@
 //! year-less local timestamps read in a configured zone (and December's messages received in
 //! January given last year).
 
-use chrono::{DateTime, Datelike, FixedOffset, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, TimeZone, Utc};
 use chrono_tz::Tz;
 use syslog_loose::{ProcId, StructuredElement, Variant};
 
@@ -128,6 +128,153 @@ impl Parser {
         self.zone
     }
 
+    /// The fields that route a message (protocol, facility, severity, host, app name,
+    /// procid, msgid), as [`parse`](Self::parse) reads them, for payloads that do not
+    /// carry the parsed fields (`--format raw`). The common RFC 3164 header
+    /// (`<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: `) is read by hand, checking the timestamp
+    /// exactly as `syslog_loose` does (a valid local time in the zone, for the year
+    /// `parse` would give it); anything else goes through [`parse`](Self::parse). From the
+    /// hand-read path, `timestamp` is `None`, `structured_data` is empty and `message` is
+    /// the text after the header: not for formats that print those.
+    pub fn parse_head<'a>(
+        &self,
+        text: &'a str,
+        received: DateTime<Utc>,
+        cache: &mut HeadCache,
+    ) -> Message<'a> {
+        match self.rfc3164_head(text, received, cache) {
+            Some(m) => m,
+            None => self.parse(text, received),
+        }
+    }
+
+    /// The hand-read RFC 3164 header; `None` when the text is not in its exact shape (or
+    /// its timestamp is not a valid time, which `parse` decides the same way).
+    fn rfc3164_head<'a>(
+        &self,
+        text: &'a str,
+        received: DateTime<Utc>,
+        cache: &mut HeadCache,
+    ) -> Option<Message<'a>> {
+        let b = text.as_bytes();
+        // <PRI>: 1-3 digits, at most 191 (a known facility).
+        if b.first() != Some(&b'<') {
+            return None;
+        }
+        let close = b.iter().take(5).position(|&c| c == b'>')?;
+        let digits = &b[1..close];
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let pri = digits
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+        if pri > 191 {
+            return None;
+        }
+        let mut i = close + 1;
+        // Mmm
+        let month = match b.get(i..i + 3)? {
+            b"Jan" => 1,
+            b"Feb" => 2,
+            b"Mar" => 3,
+            b"Apr" => 4,
+            b"May" => 5,
+            b"Jun" => 6,
+            b"Jul" => 7,
+            b"Aug" => 8,
+            b"Sep" => 9,
+            b"Oct" => 10,
+            b"Nov" => 11,
+            b"Dec" => 12,
+            _ => return None,
+        };
+        i += 3;
+        // " d", "  d" or " dd"
+        let day = match b.get(i..i + 3)? {
+            [b' ', b' ', d] if d.is_ascii_digit() => u32::from(d - b'0'),
+            [b' ', d1, d2] if d1.is_ascii_digit() && d2.is_ascii_digit() => {
+                u32::from(d1 - b'0') * 10 + u32::from(d2 - b'0')
+            }
+            [b' ', d, b' '] if d.is_ascii_digit() => {
+                i -= 1;
+                u32::from(d - b'0')
+            }
+            _ => return None,
+        };
+        i += 3;
+        // " hh:mm:ss "
+        let t = b.get(i..i + 10)?;
+        let two = |k: usize| -> Option<u32> {
+            let (a, c) = (t[k], t[k + 1]);
+            (a.is_ascii_digit() && c.is_ascii_digit())
+                .then(|| u32::from(a - b'0') * 10 + u32::from(c - b'0'))
+        };
+        if t[0] != b' ' || t[3] != b':' || t[6] != b':' || t[9] != b' ' {
+            return None;
+        }
+        let (hour, minute, second) = (two(1)?, two(4)?, two(7)?);
+        i += 10;
+        // HOST: no colon, bracket or '-' alone, followed by one space.
+        let rest = &text[i..];
+        let host_len = rest.find(' ')?;
+        let host = &rest[..host_len];
+        if host.is_empty()
+            || host == "-"
+            || host
+                .bytes()
+                .any(|c| matches!(c, b':' | b'[' | b']') || c.is_ascii_whitespace() || c >= 0x80)
+        {
+            return None;
+        }
+        // TAG: `app` or `app[pid]`, then ':' and a space or the end.
+        let rest = &rest[host_len + 1..];
+        let colon = rest.find(':')?;
+        let tag = &rest[..colon];
+        let after = &rest[colon + 1..];
+        if !(after.is_empty() || after.starts_with(' ')) {
+            return None;
+        }
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s != "-"
+                && !s.bytes().any(|c| {
+                    matches!(c, b'[' | b']' | b':') || c.is_ascii_whitespace() || c >= 0x80
+                })
+        };
+        let (appname, procid) = match tag.find('[') {
+            None => (tag, None),
+            Some(open) => {
+                let pid = tag[open + 1..].strip_suffix(']')?;
+                if pid.is_empty()
+                    || pid.contains(']')
+                    || pid.bytes().any(|c| c.is_ascii_whitespace() || c >= 0x80)
+                {
+                    return None;
+                }
+                (&tag[..open], Some(ProcId::from(pid)))
+            }
+        };
+        if !plain(appname) {
+            return None;
+        }
+        if !cache.valid(self.zone, received, month, day, hour, minute, second) {
+            return None;
+        }
+        Some(Message {
+            protocol: Some(Protocol::Rfc3164),
+            facility: Some((pri >> 3) as u8),
+            severity: Some((pri & 7) as u8),
+            timestamp: None,
+            hostname: Some(host),
+            appname: Some(appname),
+            procid,
+            msgid: None,
+            structured_data: Vec::new(),
+            message: after.trim_start(),
+        })
+    }
+
     /// Parses `text`, received at `received`. Never fails: a message that is not syslog
     /// comes back with `protocol: None` and the whole text as its message.
     pub fn parse<'a>(&self, text: &'a str, received: DateTime<Utc>) -> Message<'a> {
@@ -172,6 +319,62 @@ impl Parser {
                 message: text,
             },
         }
+    }
+}
+
+/// A connection's memo for [`Parser::parse_head`]: the receive time's year and month in
+/// the zone, and whether the last minute seen is a valid local time (one zone computation
+/// per read and per minute, not per message).
+#[derive(Debug, Default)]
+pub struct HeadCache {
+    received: Option<(DateTime<Utc>, Tz, i32, u32)>,
+    minute: Option<((Tz, i32, u32, u32, u32, u32), bool)>,
+}
+
+impl HeadCache {
+    /// Whether `month day hour:minute:second`, in the year [`Parser::parse`] gives it, is
+    /// a time that exists in `zone` (as `syslog_loose` checks it).
+    #[allow(clippy::too_many_arguments)]
+    fn valid(
+        &mut self,
+        zone: Tz,
+        received: DateTime<Utc>,
+        month: u32,
+        day: u32,
+        hour: u32,
+        minute: u32,
+        second: u32,
+    ) -> bool {
+        if second > 59 {
+            return false;
+        }
+        let (now_year, now_month) = match self.received {
+            Some((r, z, y, m)) if r == received && z == zone => (y, m),
+            _ => {
+                let now = received.with_timezone(&zone);
+                let (y, m) = (now.year(), now.month());
+                self.received = Some((received, zone, y, m));
+                (y, m)
+            }
+        };
+        let year = match (month, now_month) {
+            (12, 1) => now_year - 1,
+            (1, 12) => now_year + 1,
+            _ => now_year,
+        };
+        let key = (zone, year, month, day, hour, minute);
+        if let Some((k, ok)) = self.minute
+            && k == key
+        {
+            return ok;
+        }
+        let ok = zone
+            .with_ymd_and_hms(year, month, day, hour, minute, second)
+            .earliest()
+            .is_some();
+        // Seconds never decide whether a minute exists: remember the minute.
+        self.minute = Some((key, ok));
+        ok
     }
 }
 
@@ -243,5 +446,74 @@ mod tests {
         assert_eq!(facility_name(23), "local7");
         assert_eq!(severity_name(3), "err");
         assert_eq!(severity_name(9), "unknown");
+    }
+
+    type Fields<'a> = (
+        Option<Protocol>,
+        Option<u8>,
+        Option<u8>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<ProcId<&'a str>>,
+        Option<&'a str>,
+    );
+
+    fn fields<'a>(m: &Message<'a>) -> Fields<'a> {
+        (
+            m.protocol,
+            m.facility,
+            m.severity,
+            m.hostname,
+            m.appname,
+            m.procid.clone(),
+            m.msgid,
+        )
+    }
+
+    #[test]
+    fn the_hand_read_header_takes_the_common_shape() {
+        let p = Parser::default();
+        let mut cache = HeadCache::default();
+        let line = "<34>Oct 11 22:14:15 mymachine su[42]: 'su root' failed";
+        let m = p.parse_head(line, at(2024, 11, 1), &mut cache);
+        assert!(m.timestamp.is_none(), "the hand-read path was taken");
+        assert_eq!(fields(&m), fields(&p.parse(line, at(2024, 11, 1))));
+        assert_eq!(m.hostname, Some("mymachine"));
+        assert_eq!(m.procid, Some(ProcId::PID(42)));
+        // Not a time in London (the clocks went forward at 01:00 UTC): not syslog, both ways.
+        let p = Parser::new(chrono_tz::Europe::London);
+        let gap = "<34>Mar 31 01:30:00 h app: x";
+        let m = p.parse_head(gap, at(2024, 3, 31), &mut cache);
+        assert!(!m.parsed());
+        assert!(!p.parse(gap, at(2024, 3, 31)).parsed());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 4000,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(3164),
+            ..Default::default()
+        })]
+        /// Whatever the shape, `parse_head` gives the routing fields `parse` gives.
+        #[test]
+        fn the_hand_read_header_agrees_with_syslog_loose(
+            pri in proptest::sample::select(vec!["<34>", "<0>", "<191>", "<192>", "<034>", "<1234>", "<>", "", "<34> ", "<7>"]),
+            month in proptest::sample::select(vec!["Jan", "Feb", "Mar", "Oct", "Dec", "oct", "OCT", "Xyz", "Ma"]),
+            day in proptest::sample::select(vec![" 1", "  1", " 01", " 29", " 30", " 31", " 32", " 0", "  12", "\t1", " 9"]),
+            time in proptest::sample::select(vec![" 22:14:15", " 01:30:00", " 02:30:00", " 23:59:60", " 24:00:00", " 1:02:03", " 22:14:15:", " 22:14", " 00:00:00"]),
+            host in proptest::sample::select(vec![" host", " h-1.example.com", " -", " h:", " 2001:db8::1", " [h]", "", "  host", " h\u{f6}", " 10.0.0.1", " a]b"]),
+            tag in proptest::sample::select(vec![" app:", " app[123]:", " app[x1]:", " app[]:", " -:", " [1]:", " app[1]x:", " app", " app: ", " app:x", "", " a b:", " app[1 2]:", " su", " a[1]b[2]:", " app-x.y:"]),
+            msg in proptest::sample::select(vec![" msg", "", " [sd@1 a=\"b\"] m", ": x", "  two", " \u{e9}t\u{e9}"]),
+            zone in proptest::sample::select(vec![chrono_tz::UTC, chrono_tz::Europe::London, chrono_tz::Australia::Lord_Howe, chrono_tz::America::New_York]),
+            received in proptest::sample::select(vec![(2024, 3, 31), (2024, 2, 15), (2025, 1, 1), (2024, 12, 31), (2023, 10, 1)]),
+        ) {
+            let line = format!("{pri}{month}{day}{time}{host}{tag}{msg}");
+            let p = Parser::new(zone);
+            let received = at(received.0, received.1, received.2);
+            let mut cache = HeadCache::default();
+            let fast = p.parse_head(&line, received, &mut cache);
+            let slow = p.parse(&line, received);
+            proptest::prop_assert_eq!(fields(&fast), fields(&slow), "{:?}", line);
+        }
     }
 }

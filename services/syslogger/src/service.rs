@@ -18,7 +18,9 @@ use crate::conn::{
 };
 use crate::error::{Error, Result};
 use crate::format::Format;
-use crate::forward::{Counts, DeadLetter, Metrics, Outgoing, Pipeline, Settled, Shared};
+use crate::forward::{
+    Counts, DeadLetter, Metrics, Outgoing, Pipeline, SettleBatch, Settled, Shared,
+};
 use crate::framing::Framing;
 use crate::parse::Parser;
 use crate::route::{KeySpec, Template, sanitize_topic};
@@ -510,17 +512,17 @@ pub async fn run_with(
                     let mut all_settled = true;
                     let mut deadline = std::pin::pin!(shared.deadline.clone().cancelled_owned());
                     while let Some(s) = rx.recv().await {
-                        let mut released = 0;
-                        all_settled &= shared.settle(s, deadline.as_mut(), &mut released).await
+                        let mut batch = SettleBatch::default();
+                        all_settled &= shared.settle(s, None, deadline.as_mut(), &mut batch).await
                             != Settled::Spilled;
-                        shared.release(released);
+                        shared.release(batch.released);
                     }
                     all_settled
                 })
             };
             for e in envelopes {
                 shared.counts.received.fetch_add(1, Ordering::Relaxed);
-                let s = shared.submit(Outgoing::from_envelope(e)).await;
+                let s = shared.submit(Outgoing::from_envelope(e), None).await;
                 if tx.send(s).await.is_err() {
                     break;
                 }
