@@ -984,7 +984,8 @@ async fn a_lane_reports_a_failed_delivery_and_lanes_closed_in_flight_are_harmles
     let (cluster, brokers, topic) = cluster_led_by_broker_1("lane-fail-");
     let producer = ProducerConfig::new(&brokers)
         .set("linger.ms", "1")
-        .set("message.timeout.ms", "800")
+        .set("message.timeout.ms", "2000")
+        .set("reconnect.backoff.max.ms", "200")
         .create()
         .unwrap();
     let (mut sender, mut reports) = producer.lane(8).unwrap();
