@@ -264,6 +264,41 @@ impl LaneSender {
         self.shared.room_wanted.store(NONE, Ordering::SeqCst);
     }
 
+    /// [`send`](Self::send) without waiting: `Ok(None)` (nothing sent) when the lane is
+    /// full, the producer's in-flight bound is reached or librdkafka's queue is full.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when librdkafka refuses the message (too large, unknown
+    /// partition...); the lane is unchanged then.
+    pub fn try_send(&mut self, topic: &str, record: &Record) -> Result<Option<Ticket>, Error> {
+        let slot = self.next;
+        if self.shared.states[slot].load(Ordering::SeqCst) != EMPTY {
+            return Ok(None);
+        }
+        let inner = &self.producer.inner;
+        if !inner.in_flight.try_take() {
+            return Ok(None);
+        }
+        let lane = self.registration.lane;
+        self.shared.states[slot].store(SENT, Ordering::SeqCst);
+        self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
+        match self
+            .producer
+            .enqueue(topic, record, || Opaque::lane(lane, slot))
+        {
+            Ok(true) => {
+                self.next = (slot + 1) % self.shared.states.len();
+                Ok(Some(Ticket { lane, slot }))
+            }
+            r => {
+                self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+                self.shared.states[slot].store(EMPTY, Ordering::SeqCst);
+                inner.in_flight.give_back();
+                r.map(|_| None)
+            }
+        }
+    }
+
     /// Enqueues `record` for `topic`, waiting while the lane is full or the producer's
     /// in-flight bound is reached, and returns its [`Ticket`].
     ///
@@ -319,6 +354,27 @@ impl LaneReports {
     /// when Kafka finally refused it. Dropping the future before it is ready gives the
     /// report up (its slot is freed when the report comes).
     pub fn report(&mut self, ticket: Ticket) -> LaneReport<'_> {
+        self.report_inner(ticket)
+    }
+
+    /// Takes `ticket`'s report if Kafka acknowledged the message already; otherwise (no
+    /// report yet, or a failure) gives the ticket back for [`report`](Self::report). The
+    /// synchronous fast path of a settling loop.
+    ///
+    /// # Errors
+    /// The ticket, when its message is not known to be delivered.
+    pub fn take_delivered(&mut self, ticket: Ticket) -> Result<(), Ticket> {
+        if ticket.lane == self.registration.lane
+            && self.shared.states[ticket.slot].load(Ordering::SeqCst) == DELIVERED
+        {
+            self.shared.free(ticket.slot);
+            Ok(())
+        } else {
+            Err(ticket)
+        }
+    }
+
+    fn report_inner(&mut self, ticket: Ticket) -> LaneReport<'_> {
         LaneReport {
             shared: &self.shared,
             ticket: Some(ticket),

@@ -214,6 +214,13 @@ async fn submit_frame(
     match oversized {
         Some(reason) if cfg.oversize == Oversize::DeadLetter => Submitted::Refused(out, reason),
         _ => {
+            let out = match lane.as_deref_mut() {
+                Some(l) => match shared.try_submit(out, l) {
+                    Ok(s) => return s,
+                    Err(out) => out,
+                },
+                None => out,
+            };
             // What the batch holds is settled only once handed over: do that before
             // waiting for budget or for a lane slot.
             if !shared.has_room(&out) || lane.as_ref().is_some_and(|l| !l.has_room()) {
@@ -242,9 +249,14 @@ async fn settle_all<W: AsyncWrite + Unpin>(
             answer.clear();
             match item {
                 Item::Message(submitted, txnr) => {
-                    let settled = shared
-                        .settle(submitted, reports.as_mut(), deadline.as_mut(), &mut batch)
-                        .await;
+                    let settled = match shared.settle_now(submitted, reports.as_mut(), &mut batch) {
+                        Ok(settled) => settled,
+                        Err(submitted) => {
+                            shared
+                                .settle(submitted, reports.as_mut(), deadline.as_mut(), &mut batch)
+                                .await
+                        }
+                    };
                     if let Some(txnr) = txnr
                         && settled.acknowledged()
                     {

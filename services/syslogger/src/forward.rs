@@ -168,19 +168,22 @@ impl Pipeline {
             keys,
             head,
         } = scratch;
-        let (utf8, s): (bool, &str) = match std::str::from_utf8(&frame) {
-            Ok(s) => (true, s),
-            Err(_) => {
-                text.clear();
-                text.push_str(&String::from_utf8_lossy(&frame));
-                (false, text.as_str())
-            }
-        };
-        // A raw payload needs only the routing fields (the common header is read by hand).
-        let m: Message<'_> = if self.format == Format::Raw {
-            self.parser.parse_head(s, received, head)
+        // A raw payload needs only the routing fields: the common header is read by hand.
+        let fast = if self.format == Format::Raw {
+            self.parser.parse_head(&frame, received, head)
         } else {
-            self.parser.parse(s, received)
+            None
+        };
+        let (utf8, m): (bool, Message<'_>) = match fast {
+            Some(m) => (true, m),
+            None => match std::str::from_utf8(&frame) {
+                Ok(s) => (true, self.parser.parse(s, received)),
+                Err(_) => {
+                    text.clear();
+                    text.push_str(&String::from_utf8_lossy(&frame));
+                    (false, self.parser.parse(text, received))
+                }
+            },
         };
         let parsed = m.parsed();
         let encoded = if self.format == Format::Raw {
@@ -299,7 +302,10 @@ pub struct Shared {
     pub counts: Counts,
     pub metrics: Metrics,
     /// Fires at the shutdown deadline: nothing is waited for any more, the rest is spilled.
+    /// Cancel it with [`Shared::pass_deadline`].
     pub deadline: CancellationToken,
+    /// Set with `deadline`: a check without the token's lock, for the per-message path.
+    pub deadline_passed: std::sync::atomic::AtomicBool,
     pub spill: Mutex<Vec<Envelope>>,
 }
 
@@ -446,6 +452,42 @@ impl Shared {
         self.submit_held(out, Held { bytes }, lane).await
     }
 
+    /// Holds room for `out` and produces it on `lane` if neither needs a wait (the common
+    /// case, without the machinery of an `await`); gives `out` back otherwise, for
+    /// [`submit`](Self::submit).
+    ///
+    /// # Errors
+    /// The message, when it has to wait.
+    pub fn try_submit(&self, out: Outgoing, lane: &mut LaneSender) -> Result<Submitted, Outgoing> {
+        if self.deadline_passed.load(Ordering::Relaxed) {
+            return Err(out);
+        }
+        let Some(held) = self.try_hold(&out) else {
+            return Err(out);
+        };
+        match lane.try_send(&out.topic, &out.record) {
+            Ok(Some(ticket)) => Ok(Submitted::Pending(Pending {
+                report: Report::Lane(ticket),
+                out,
+                held,
+            })),
+            Ok(None) => {
+                self.release(held.bytes);
+                Err(out)
+            }
+            Err(e) => {
+                self.release(held.bytes);
+                Ok(Submitted::Refused(out, e.to_string()))
+            }
+        }
+    }
+
+    /// The shutdown deadline passed: stop waiting for anything, spill the rest.
+    pub fn pass_deadline(&self) {
+        self.deadline_passed.store(true, Ordering::SeqCst);
+        self.deadline.cancel();
+    }
+
     /// Gives `bytes` of room back to the budget.
     pub fn release(&self, bytes: usize) {
         if bytes > 0 {
@@ -498,6 +540,49 @@ impl Shared {
         }
     }
 
+    /// Settles a message Kafka already acknowledged on its lane, without waiting (the
+    /// common case); gives it back otherwise, for [`settle`](Self::settle).
+    ///
+    /// # Errors
+    /// The message, when it needs [`settle`](Self::settle).
+    pub fn settle_now(
+        &self,
+        submitted: Submitted,
+        reports: Option<&mut LaneReports>,
+        batch: &mut SettleBatch,
+    ) -> Result<Settled, Submitted> {
+        match (submitted, reports) {
+            (
+                Submitted::Pending(Pending {
+                    report: Report::Lane(ticket),
+                    out,
+                    held,
+                }),
+                Some(reports),
+            ) => match reports.take_delivered(ticket) {
+                Ok(()) => {
+                    batch.released += held.bytes;
+                    self.delivered(&out, batch);
+                    Ok(Settled::Delivered)
+                }
+                Err(ticket) => Err(Submitted::Pending(Pending {
+                    report: Report::Lane(ticket),
+                    out,
+                    held,
+                })),
+            },
+            (other, _) => Err(other),
+        }
+    }
+
+    fn delivered(&self, out: &Outgoing, batch: &mut SettleBatch) {
+        self.counts.delivered.fetch_add(1, Ordering::Relaxed);
+        self.metrics.delivered.increment(1);
+        self.metrics
+            .latency
+            .record((batch.now() - out.received).as_secs_f64());
+    }
+
     /// Waits for a submitted message's fate: Kafka's acknowledgement, a dead letter after a
     /// permanent refusal, retries after a transient one, or the spill at the deadline.
     /// The room the message held is added to `batch.released`, for the caller to give back
@@ -536,12 +621,8 @@ impl Shared {
                         return self.spill(out);
                     };
                     match r {
-                        Ok(_) => {
-                            self.counts.delivered.fetch_add(1, Ordering::Relaxed);
-                            self.metrics.delivered.increment(1);
-                            self.metrics
-                                .latency
-                                .record((batch.now() - out.received).as_secs_f64());
+                        Ok(()) => {
+                            self.delivered(&out, batch);
                             return Settled::Delivered;
                         }
                         Err(e) if permanent(error_code(&e)) => {

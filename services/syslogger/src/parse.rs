@@ -129,34 +129,19 @@ impl Parser {
     }
 
     /// The fields that route a message (protocol, facility, severity, host, app name,
-    /// procid, msgid), as [`parse`](Self::parse) reads them, for payloads that do not
-    /// carry the parsed fields (`--format raw`). The common RFC 3164 header
-    /// (`<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: `) is read by hand, checking the timestamp
-    /// exactly as `syslog_loose` does (a valid local time in the zone, for the year
-    /// `parse` would give it); anything else goes through [`parse`](Self::parse). From the
-    /// hand-read path, `timestamp` is `None`, `structured_data` is empty and `message` is
-    /// the text after the header: not for formats that print those.
+    /// procid, msgid) of the common RFC 3164 header (`<PRI>Mmm dd hh:mm:ss HOST
+    /// TAG[PID]: `), read by hand from the frame's bytes, exactly as [`parse`](Self::parse)
+    /// would give them: for payloads that do not carry the parsed fields (`--format raw`),
+    /// without validating the rest of the frame as UTF-8. The timestamp is checked as
+    /// `syslog_loose` checks it (a valid local time in the zone, for the year `parse`
+    /// would give it) but not kept: `timestamp` is `None`, `structured_data` and `message`
+    /// are empty. `None` when the frame is not in that exact shape (then use `parse`).
     pub fn parse_head<'a>(
         &self,
-        text: &'a str,
-        received: DateTime<Utc>,
-        cache: &mut HeadCache,
-    ) -> Message<'a> {
-        match self.rfc3164_head(text, received, cache) {
-            Some(m) => m,
-            None => self.parse(text, received),
-        }
-    }
-
-    /// The hand-read RFC 3164 header; `None` when the text is not in its exact shape (or
-    /// its timestamp is not a valid time, which `parse` decides the same way).
-    fn rfc3164_head<'a>(
-        &self,
-        text: &'a str,
+        b: &'a [u8],
         received: DateTime<Utc>,
         cache: &mut HeadCache,
     ) -> Option<Message<'a>> {
-        let b = text.as_bytes();
         // <PRI>: 1-3 digits, at most 191 (a known facility).
         if b.first() != Some(&b'<') {
             return None;
@@ -216,62 +201,66 @@ impl Parser {
         let (hour, minute, second) = (two(1)?, two(4)?, two(7)?);
         i += 10;
         // HOST: no colon, bracket or '-' alone, followed by one space.
-        let rest = &text[i..];
-        let host_len = rest.find(' ')?;
+        // Printable ASCII without whitespace (so also valid UTF-8).
+        let word = |c: &u8| c.is_ascii_graphic();
+        let rest = &b[i..];
+        let host_len = rest.iter().position(|&c| c == b' ')?;
         let host = &rest[..host_len];
         if host.is_empty()
-            || host == "-"
-            || host
-                .bytes()
-                .any(|c| matches!(c, b':' | b'[' | b']') || c.is_ascii_whitespace() || c >= 0x80)
+            || host == b"-"
+            || !host
+                .iter()
+                .all(|c| word(c) && !matches!(c, b':' | b'[' | b']'))
         {
             return None;
         }
         // TAG: `app` or `app[pid]`, then ':' and a space or the end.
         let rest = &rest[host_len + 1..];
-        let colon = rest.find(':')?;
+        let colon = rest.iter().position(|&c| c == b':')?;
         let tag = &rest[..colon];
         let after = &rest[colon + 1..];
-        if !(after.is_empty() || after.starts_with(' ')) {
+        if !(after.is_empty() || after[0] == b' ') {
             return None;
         }
-        let plain = |s: &str| {
-            !s.is_empty()
-                && s != "-"
-                && !s.bytes().any(|c| {
-                    matches!(c, b'[' | b']' | b':') || c.is_ascii_whitespace() || c >= 0x80
-                })
-        };
-        let (appname, procid) = match tag.find('[') {
+        let (appname, pid) = match tag.iter().position(|&c| c == b'[') {
             None => (tag, None),
             Some(open) => {
-                let pid = tag[open + 1..].strip_suffix(']')?;
-                if pid.is_empty()
-                    || pid.contains(']')
-                    || pid.bytes().any(|c| c.is_ascii_whitespace() || c >= 0x80)
-                {
+                let pid = tag[open + 1..].strip_suffix(b"]")?;
+                if pid.is_empty() || !pid.iter().all(|c| word(c) && *c != b']') {
                     return None;
                 }
-                (&tag[..open], Some(ProcId::from(pid)))
+                (&tag[..open], Some(pid))
             }
         };
-        if !plain(appname) {
+        if appname.is_empty()
+            || appname == b"-"
+            || !appname
+                .iter()
+                .all(|c| word(c) && !matches!(c, b'[' | b']' | b':'))
+        {
             return None;
         }
         if !cache.valid(self.zone, received, month, day, hour, minute, second) {
             return None;
         }
+        // The header is ASCII: one UTF-8 check over it, then its fields as slices.
+        let off = |s: &[u8]| s.as_ptr() as usize - b.as_ptr() as usize;
+        let header = std::str::from_utf8(&b[..off(tag) + tag.len()]).ok()?;
+        let field = |s: &[u8]| header.get(off(s)..off(s) + s.len());
         Some(Message {
             protocol: Some(Protocol::Rfc3164),
             facility: Some((pri >> 3) as u8),
             severity: Some((pri & 7) as u8),
             timestamp: None,
-            hostname: Some(host),
-            appname: Some(appname),
-            procid,
+            hostname: Some(field(host)?),
+            appname: Some(field(appname)?),
+            procid: match pid {
+                Some(pid) => Some(ProcId::from(field(pid)?)),
+                None => None,
+            },
             msgid: None,
             structured_data: Vec::new(),
-            message: after.trim_start(),
+            message: "",
         })
     }
 
@@ -475,17 +464,26 @@ mod tests {
         let p = Parser::default();
         let mut cache = HeadCache::default();
         let line = "<34>Oct 11 22:14:15 mymachine su[42]: 'su root' failed";
-        let m = p.parse_head(line, at(2024, 11, 1), &mut cache);
-        assert!(m.timestamp.is_none(), "the hand-read path was taken");
+        let m = p
+            .parse_head(line.as_bytes(), at(2024, 11, 1), &mut cache)
+            .unwrap();
         assert_eq!(fields(&m), fields(&p.parse(line, at(2024, 11, 1))));
         assert_eq!(m.hostname, Some("mymachine"));
         assert_eq!(m.procid, Some(ProcId::PID(42)));
         // Not a time in London (the clocks went forward at 01:00 UTC): not syslog, both ways.
         let p = Parser::new(chrono_tz::Europe::London);
         let gap = "<34>Mar 31 01:30:00 h app: x";
-        let m = p.parse_head(gap, at(2024, 3, 31), &mut cache);
-        assert!(!m.parsed());
+        assert!(
+            p.parse_head(gap.as_bytes(), at(2024, 3, 31), &mut cache)
+                .is_none()
+        );
         assert!(!p.parse(gap, at(2024, 3, 31)).parsed());
+        // Not valid UTF-8 after the header: the same fields as the lossy text's.
+        let mut bytes = b"<13>Jan  5 10:00:00 host app[7]: ".to_vec();
+        bytes.extend_from_slice(&[0xff, 0xfe, b'x']);
+        let m = p.parse_head(&bytes, at(2024, 1, 5), &mut cache).unwrap();
+        let lossy = String::from_utf8_lossy(&bytes);
+        assert_eq!(fields(&m), fields(&p.parse(&lossy, at(2024, 1, 5))));
     }
 
     proptest::proptest! {
@@ -511,9 +509,10 @@ mod tests {
             let p = Parser::new(zone);
             let received = at(received.0, received.1, received.2);
             let mut cache = HeadCache::default();
-            let fast = p.parse_head(&line, received, &mut cache);
             let slow = p.parse(&line, received);
-            proptest::prop_assert_eq!(fields(&fast), fields(&slow), "{:?}", line);
+            if let Some(fast) = p.parse_head(line.as_bytes(), received, &mut cache) {
+                proptest::prop_assert_eq!(fields(&fast), fields(&slow), "{:?}", line);
+            }
         }
     }
 }

@@ -468,6 +468,7 @@ pub async fn run_with(
         counts: Counts::default(),
         metrics: Metrics::new(),
         deadline: CancellationToken::new(),
+        deadline_passed: Default::default(),
         spill: Mutex::new(Vec::new()),
     });
     let stop_reading = CancellationToken::new();
@@ -616,7 +617,7 @@ pub async fn run_with(
             tokio::time::sleep(grace).await;
             stop_reading.cancel();
             tokio::time::sleep(deadline.saturating_sub(grace)).await;
-            shared.deadline.cancel();
+            shared.pass_deadline();
         })
     };
     tracker.wait().await;
