@@ -5,7 +5,8 @@
 //! `cargo run --release -p benches --bin syslogger_throughput -- [MESSAGES] [ROUNDS]`
 //! (defaults 300000, 3). Variants, each in its own child process (so its peak RSS,
 //! `VmHWM`, is its own):
-//! - `bare`: a `ThreadedProducer` (idempotent, `linger.ms=5`) producing the messages;
+//! - `bare`: a `ThreadedProducer` (idempotent, `linger.ms=2`, syslogger's default)
+//!   producing the messages;
 //! - `tcp`: syslogger (`--format raw --key host`), one TCP connection, LF framing;
 //! - `relp`: syslogger, one RELP session, a window of 4096 unanswered transactions (omrelp `windowSize="4096"`);
 //! - `rsyslog`: `rsyslogd -n` with `imtcp` -> `omkafka` (Debian `rsyslog-kafka`), one TCP
@@ -20,6 +21,9 @@
 //! 0.5x tcp; RSS bounded.
 
 use std::io::{BufRead, BufReader, Write as _};
+
+/// `linger.ms` of every variant: syslogger's default, given to the peers too.
+const LINGER_MS: &str = "2";
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -136,7 +140,7 @@ fn child_bare(brokers: &str, topic: &str, n: usize) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
+        .set("linger.ms", LINGER_MS)
         .create()
         .expect("producer");
     // Warm-up (connection, producer id), outside the timing.
@@ -318,11 +322,12 @@ template(name="raw" type="string" string="%rawmsg%")
 input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="k")
 ruleset(name="k") {{
   action(type="omkafka" broker=["{brokers}"] topic="{topic}" template="raw" key="%hostname%"
-         confParam=["enable.idempotence=true", "linger.ms=5"])
+         confParam=["enable.idempotence=true", "linger.ms={linger}"])
 }}
 "#,
             dir = dir.display(),
             port = port.port(),
+            linger = LINGER_MS,
         ),
     )
     .ok()?;

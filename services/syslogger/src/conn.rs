@@ -169,6 +169,8 @@ impl Clock {
 /// Builds and submits one frame's message (or dead-letters an oversized one). Messages
 /// held in `batch` hold budget that only their settling gives back: they are handed over
 /// before waiting for room.
+// One frame's context: the connection's, its reader's state, and its way to Kafka.
+#[allow(clippy::too_many_arguments)]
 async fn submit_frame(
     cfg: &ConnConfig,
     frame: Frame,
@@ -226,7 +228,7 @@ async fn submit_frame(
             if !shared.has_room(&out) || lane.as_ref().is_some_and(|l| !l.has_room()) {
                 batch.flush().await;
             }
-            shared.submit(out, lane.as_deref_mut()).await
+            shared.submit(out, lane).await
         }
     }
 }

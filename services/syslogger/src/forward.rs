@@ -458,6 +458,9 @@ impl Shared {
     ///
     /// # Errors
     /// The message, when it has to wait.
+    // The message moves back and forth by value on purpose: a box would be an allocation
+    // per message.
+    #[allow(clippy::result_large_err)]
     pub fn try_submit(&self, out: Outgoing, lane: &mut LaneSender) -> Result<Submitted, Outgoing> {
         if self.deadline_passed.load(Ordering::Relaxed) {
             return Err(out);
@@ -545,6 +548,7 @@ impl Shared {
     ///
     /// # Errors
     /// The message, when it needs [`settle`](Self::settle).
+    #[allow(clippy::result_large_err)] // as `try_submit`
     pub fn settle_now(
         &self,
         submitted: Submitted,

@@ -311,13 +311,16 @@ impl Parser {
     }
 }
 
+/// A local minute in a zone: zone, year, month, day, hour, minute.
+type Minute = (Tz, i32, u32, u32, u32, u32);
+
 /// A connection's memo for [`Parser::parse_head`]: the receive time's year and month in
 /// the zone, and whether the last minute seen is a valid local time (one zone computation
 /// per read and per minute, not per message).
 #[derive(Debug, Default)]
 pub struct HeadCache {
     received: Option<(DateTime<Utc>, Tz, i32, u32)>,
-    minute: Option<((Tz, i32, u32, u32, u32, u32), bool)>,
+    minute: Option<(Minute, bool)>,
 }
 
 impl HeadCache {
