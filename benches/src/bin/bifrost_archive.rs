@@ -509,6 +509,12 @@ async fn rss(bin: &Path, partitions: i32, budget: &str) {
             "--rotate-interval",
             "10s",
         ])
+        // Extra flags for experiments: BIFROST_BENCH_ARGS="-X queued.min.messages=1000".
+        .args(
+            std::env::var("BIFROST_BENCH_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("RUST_LOG", "warn")
         .envs(
             std::env::var("BIFROST_BENCH_MALLOC")

@@ -133,7 +133,9 @@ pub struct Args {
     #[arg(long)]
     pub tokens: bool,
     /// Memory for buffers, whatever the number of partitions: librdkafka's fetch queue
-    /// gets 1/4, spool writes 1/8, compression and uploads 3/8; past it partitions pause.
+    /// gets 1/4 (1/16 as queued payload bytes: each queued message also costs librdkafka
+    /// ~128 bytes and its fetch buffer), spool writes 1/8, compression and uploads 3/8;
+    /// past it partitions pause.
     #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_bytes)]
     pub memory_budget: u64,
     /// What to do with tombstones (messages without a value); each is counted.
