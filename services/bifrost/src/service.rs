@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kafka_seq::{Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream, SeekTo};
 use object_store::ObjectStore;
 use object_store::path::Path;
@@ -27,6 +27,9 @@ use crate::upload::{FinishedSpool, Progress, ReplayPlan, UploadJob, Uploader, Up
 
 /// Finished files waiting for upload per partition before the partition is paused.
 const MAX_BACKLOG: usize = 4;
+/// At most this many already-fetched messages are handled between two looks at the
+/// shutdown signal, the ticker and fatal errors.
+const DRAIN: usize = 256;
 /// Batches of spool writes in circulation (being filled, queued, being written).
 const BATCHES: usize = 4;
 
@@ -353,10 +356,12 @@ impl Archiver {
     ) -> Result<()> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let result = loop {
+        // Registered once, not once per message.
+        let mut stopped = std::pin::pin!(stop.cancelled());
+        let result = 'consume: loop {
             tokio::select! {
                 biased;
-                () = stop.cancelled() => break Ok(()),
+                () = &mut stopped => break Ok(()),
                 Some(e) = fatal.recv() => break Err(e),
                 _ = ticker.tick() => {
                     if let Err(e) = self.tick().await {
@@ -367,6 +372,24 @@ impl Archiver {
                     Some(Ok(m)) => {
                         if let Err(e) = self.on_message(m).await {
                             break Err(e);
+                        }
+                        // Take what is already fetched before polling the other branches
+                        // again (they cost more than a message); they are polled at least
+                        // every DRAIN messages.
+                        for _ in 0..DRAIN {
+                            match stream.next().now_or_never() {
+                                Some(Some(Ok(m))) => {
+                                    if let Err(e) = self.on_message(m).await {
+                                        break 'consume Err(e);
+                                    }
+                                }
+                                Some(Some(Err(e))) => {
+                                    tracing::warn!(error = %e, "consumer error");
+                                    break;
+                                }
+                                Some(None) => break 'consume Ok(()),
+                                None => break,
+                            }
                         }
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
