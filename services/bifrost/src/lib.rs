@@ -97,7 +97,7 @@ mod verify;
 
 pub use args::{Args, Codec, ReplayArgs, Tombstones, VerifyArgs, parse_bytes};
 pub use error::{Error, Result};
-pub use layout::{ParsedKey, TOKEN_NAME, parse_key, partition_dir};
+pub use layout::{ParsedKey, TOKEN_NAME, object_name, parse_key, partition_dir};
 pub use meta::ObjectRange;
 pub use metrics::describe_metrics;
 pub use service::{Outcome, run, run_with_store};

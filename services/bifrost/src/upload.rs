@@ -2,7 +2,7 @@
 //! key, and acknowledged (which lets the partition's commit move past them), one at a time
 //! and in order; a key that exists already is resolved by reading its range.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -135,6 +135,11 @@ pub struct Uploader {
     /// Objects are known to exist through this offset.
     watermark: Option<i64>,
     replay: Option<ReplayPlan>,
+    /// The assignment whose objects were surveyed ([`Uploader::survey`]).
+    surveyed: Option<u64>,
+    /// First offsets of the objects found from the survey's first file on: this file's
+    /// objects are cut before them, so none overlaps one.
+    existing: BTreeSet<i64>,
 }
 
 /// What one built object is.
@@ -162,6 +167,8 @@ impl Uploader {
             metrics,
             watermark: None,
             replay: None,
+            surveyed: None,
+            existing: BTreeSet::new(),
         }
     }
 
@@ -215,6 +222,13 @@ impl Uploader {
             tracing::info!(topic = %self.topic, partition = self.partition, first = s.first, last = s.last, "partition revoked: its file is dropped (its new owner reads it)");
             return Ok(());
         }
+        let assignment = s.held.assignment();
+        if self.replay.is_none() && self.surveyed != Some(assignment) {
+            if !self.survey(s.first).await? {
+                return Ok(());
+            }
+            self.surveyed = Some(assignment);
+        }
         let mut from = s.first;
         if let Some(w) = self.watermark {
             from = from.max(w + 1);
@@ -238,6 +252,15 @@ impl Uploader {
                         plan.replace.contains(&from).then_some(from),
                     )
                 }
+                // Cut before an object that exists already: its put finds the key taken
+                // and goes on after it.
+                None if from < s.last => (
+                    self.existing
+                        .range(from + 1..=s.last)
+                        .next()
+                        .map_or(s.last, |n| n - 1),
+                    None,
+                ),
                 None => (s.last, None),
             };
             let Some(built) = self.build(&s, from, until, split_start).await? else {
@@ -296,6 +319,34 @@ impl Uploader {
                 .await;
         }
         Ok(())
+    }
+
+    /// At the first file of an assignment: the partition's objects as they are, so that a
+    /// file starting inside one or reaching over one (its offsets were committed before its
+    /// upload and lost, the group's offsets expired, a reset) is archived around them, not
+    /// over them. The object before the file's start moves the watermark past its range;
+    /// the objects after it are cut before. One listing of the partition per assignment.
+    /// `false` when abandoned first (shutdown).
+    async fn survey(&mut self, first: i64) -> Result<bool> {
+        let u = self.uploads.clone();
+        let dir = Path::from(self.dir.clone());
+        let listed = self.retry("list", || list_objects(&u, &dir)).await;
+        let Some(listed) = listed else {
+            return Ok(false);
+        };
+        if let Some((_, key)) = listed.range(..first).next_back() {
+            match self.existing_range(key).await? {
+                Some(r) => {
+                    self.watermark = Some(self.watermark.map_or(r.last, |w| w.max(r.last)));
+                }
+                None => return Ok(false),
+            }
+        }
+        self.existing = listed.range(first..).map(|(f, _)| *f).collect();
+        if !listed.is_empty() {
+            tracing::debug!(topic = %self.topic, partition = self.partition, objects = listed.len(), watermark = ?self.watermark, "surveyed the partition's objects");
+        }
+        Ok(true)
     }
 
     async fn acquire(&self, kib: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {
@@ -470,6 +521,24 @@ enum Put {
     Done,
     Exists(ObjectRange),
     GaveUp,
+}
+
+/// The partition directory's objects by first offset.
+async fn list_objects(u: &Uploads, dir: &Path) -> Result<BTreeMap<i64, Path>> {
+    let mut list = u.store.list(Some(dir));
+    let mut out = BTreeMap::new();
+    while let Some(meta) = futures::StreamExt::next(&mut list).await {
+        let meta = meta.map_err(|source| Error::Object {
+            url: u.url.clone(),
+            op: "list",
+            key: dir.to_string(),
+            source: Box::new(source),
+        })?;
+        if let Some(k) = layout::parse_key(meta.location.as_ref()) {
+            out.insert(k.first, meta.location);
+        }
+    }
+    Ok(out)
 }
 
 /// Counts the records (and their bytes) of an object.

@@ -480,3 +480,42 @@ async fn a_deleted_token_replays_exactly_that_partition() {
     );
     check_exactly_once(&archive(&*store).await, &topic, 2, 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_starting_inside_or_reaching_over_archived_objects_are_cut_around_them() {
+    // The group has no committed offsets (they expired, or were reset) while objects of
+    // another rotation exist: 5..=14 and 22..=24. Reading from 0 with files of 10 must
+    // not archive a message twice.
+    logging();
+    let kafka = KafkaCluster::start(1);
+    let brokers = kafka.bootstrap_servers().to_string();
+    let topic = unique_name("survey-");
+    kafka.create_topic(&topic, 1);
+    produce(&brokers, &topic, 1, 0..30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, opened) = local(&dir);
+    for (first, last) in [(5, 14), (22, 24)] {
+        let key = opened.key(&format!(
+            "g/{topic}/partition=0/{}",
+            bifrost::object_name(first, bifrost::Codec::Gzip)
+        ));
+        put_object(&*opened.store, &key, &topic, 0, first, last).await;
+    }
+    let mut a = args(&brokers, "g", &topic, &url, &dir.path().join("spool"));
+    a.rotate_records = 10;
+    let running = start_on(a, opened.clone());
+    wait_records(&*opened.store, 30).await;
+    running.stop().await;
+    let archive = archive(&*opened.store).await;
+    check_exactly_once(&archive, &topic, 1, 30);
+    let ranges: Vec<(i64, i64)> = archive
+        .values()
+        .flatten()
+        .map(|o| (o.range.first, o.range.last))
+        .collect();
+    assert_eq!(
+        ranges,
+        [(0, 4), (5, 14), (15, 19), (20, 21), (22, 24), (25, 29)],
+        "the existing objects kept, the new ones around them"
+    );
+}

@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::io::Write;
-
 use common::*;
 use lifecycle::CancellationToken;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::PutPayload;
 use test_services::kafka::KafkaCluster;
 use test_services::unique_name;
 
@@ -30,30 +28,8 @@ async fn s3_objects_are_created_once_and_carry_their_range() {
 
     // Partition 0's range 0..=14 is archived already, with other boundaries (an earlier run
     // whose offsets were not committed): its key is taken, so bifrost goes on after it.
-    let taken = bifrost::ObjectRange {
-        first: 0,
-        last: 14,
-        records: 15,
-        bytes: 0,
-    };
-    let mut gz = flate2::GzBuilder::new()
-        .extra(bifrost::ObjectRange::gzip_extra())
-        .write(Vec::new(), flate2::Compression::new(1));
-    let mut bytes = 0;
-    for i in 0..15 {
-        let v = value(&topic, 0, i);
-        gz.write_all(&(v.len() as u64).to_be_bytes()).unwrap();
-        gz.write_all(v.as_bytes()).unwrap();
-        bytes += 8 + v.len() as u64;
-    }
-    let mut object = gz.finish().unwrap();
-    bifrost::ObjectRange { bytes, ..taken }.fill(&mut object, false);
     let key = opened.key(&format!("g/{topic}/partition=0/0000000000.baldr.gz"));
-    opened
-        .store
-        .put(&key, PutPayload::from(object))
-        .await
-        .unwrap();
+    put_object(&*opened.store, &key, &topic, 0, 0, 14).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut a = args(&brokers, "g", &topic, &url, dir.path());

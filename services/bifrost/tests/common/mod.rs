@@ -77,6 +77,38 @@ pub fn args(
     a
 }
 
+/// Writes an object as another writer would have: messages `first..=last` of `topic`
+/// partition `p` (values [`value`]) under `key`, gzip, with its range in the header.
+pub async fn put_object(
+    store: &dyn ObjectStore,
+    key: &Path,
+    topic: &str,
+    p: i32,
+    first: i64,
+    last: i64,
+) {
+    use std::io::Write;
+    let mut gz = flate2::GzBuilder::new()
+        .extra(bifrost::ObjectRange::gzip_extra())
+        .write(Vec::new(), flate2::Compression::new(1));
+    let mut bytes = 0;
+    for i in first..=last {
+        let v = value(topic, p, i as usize);
+        gz.write_all(&(v.len() as u64).to_be_bytes()).unwrap();
+        gz.write_all(v.as_bytes()).unwrap();
+        bytes += 8 + v.len() as u64;
+    }
+    let mut object = gz.finish().unwrap();
+    bifrost::ObjectRange {
+        first,
+        last,
+        records: (last - first + 1) as u64,
+        bytes,
+    }
+    .fill(&mut object, false);
+    store.put(key, PutPayload::from(object)).await.unwrap();
+}
+
 /// One archived object, decoded.
 #[derive(Debug, Clone)]
 pub struct Object {
