@@ -20,6 +20,8 @@
 
 use std::io::Write;
 
+#[cfg(feature = "azure")]
+pub mod azure;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "postgres")]

@@ -134,8 +134,9 @@ impl ObjectRange {
         Ok(r)
     }
 
-    /// The object metadata of stores that keep it (S3's `x-amz-meta-bifrost-*`).
-    pub fn attributes(&self) -> Attributes {
+    /// The object metadata of stores that keep it (S3's `x-amz-meta-bifrost-*`, Azure's
+    /// `x-ms-meta-bifrost_*`: names as `kind` takes them).
+    pub fn attributes(&self, kind: lifecycle::store::StoreKind) -> Attributes {
         let mut a = Attributes::new();
         for (k, v) in [
             ("bifrost-first-offset", self.first.to_string()),
@@ -143,7 +144,7 @@ impl ObjectRange {
             ("bifrost-records", self.records.to_string()),
             ("bifrost-bytes", self.bytes.to_string()),
         ] {
-            a.insert(Attribute::Metadata(k.into()), v.into());
+            a.insert(Attribute::Metadata(kind.metadata_name(k).into()), v.into());
         }
         a
     }

@@ -308,7 +308,7 @@ pub async fn run_with_store(
     let uploads = Arc::new(Uploads {
         store: opened.store.clone(),
         url: opened.url.clone(),
-        metadata: opened.s3_bucket.is_some(),
+        kind: opened.kind,
         codec,
         level: args.compression_level.unwrap_or(codec.default_level()),
         memory: Arc::new(Semaphore::new(memory_kib as usize)),

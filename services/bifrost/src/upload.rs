@@ -75,8 +75,9 @@ pub struct Uploads {
     pub store: Arc<dyn ObjectStore>,
     /// Its URL, for errors.
     pub url: String,
-    /// Whether the store keeps object metadata (S3): the range goes there too.
-    pub metadata: bool,
+    /// The store's kind: where it keeps object metadata (S3, Azure), the range goes there
+    /// too.
+    pub kind: lifecycle::store::StoreKind,
     /// Compression.
     pub codec: Codec,
     /// Compression level.
@@ -396,8 +397,8 @@ impl Uploader {
                 } else {
                     PutMode::Create
                 },
-                attributes: if u.metadata {
-                    built.range.attributes()
+                attributes: if u.kind.keeps_metadata() {
+                    built.range.attributes(u.kind)
                 } else {
                     Default::default()
                 },
@@ -699,7 +700,7 @@ mod tests {
         let uploads = Arc::new(Uploads {
             store: Arc::new(object_store::memory::InMemory::new()),
             url: "memory:///".into(),
-            metadata: false,
+            kind: lifecycle::store::StoreKind::Memory,
             codec: Codec::Gzip,
             level: 4,
             memory: Arc::new(Semaphore::new(1)),

@@ -3,12 +3,15 @@
 //! | URL | store |
 //! |---|---|
 //! | `s3://BUCKET[/PREFIX]` | S3 or any S3 API server; `AWS_*` variables, then `--store-option`s |
+//! | `az://CONTAINER[/PREFIX]` (or `azure://`) | Azure Blob Storage or Azurite; `AZURE_*` variables, then `--store-option`s |
 //! | `file:///ABSOLUTE/PATH`, or a plain path | a local directory (created when missing) |
 //! | `memory:///` | in memory (tests) |
 //!
-//! Options are the `object_store` S3 configuration keys (`aws_endpoint`, `aws_region`,
-//! `aws_access_key_id`, `aws_allow_http`, `aws_conditional_put`, ...; `endpoint`,
-//! `region` without the `aws_` prefix work too). For an `http://` endpoint plain HTTP is
+//! Options are the `object_store` configuration keys of the store: S3's (`aws_endpoint`,
+//! `aws_region`, `aws_access_key_id`, `aws_allow_http`, `aws_conditional_put`, ...;
+//! `endpoint`, `region` without the `aws_` prefix work too), Azure's
+//! (`azure_storage_account_name`, `azure_storage_account_key`, `azure_storage_use_emulator`
+//! for Azurite, ...). For an `http://` endpoint plain HTTP is
 //! allowed; for an endpoint on the loopback interface (a local S3 API server such as moto or
 //! s3s-fs) without credentials anywhere, requests are signed with a placeholder key pair,
 //! which such servers accept.
@@ -31,6 +34,7 @@ use std::sync::Arc;
 
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::path::Path;
 
 use crate::error::Error;
@@ -63,8 +67,40 @@ pub struct OpenedStore {
     pub prefix: Path,
     /// The bucket, for `s3://` URLs (what Redshift's COPY needs to name the objects).
     pub s3_bucket: Option<String>,
+    /// Which kind of store it is.
+    pub kind: StoreKind,
     /// The URL as given.
     pub url: String,
+}
+
+/// The kind of an [`OpenedStore`], for what differs between stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// S3 or an S3 API server.
+    S3,
+    /// Azure Blob Storage or Azurite.
+    Azure,
+    /// A local directory.
+    Local,
+    /// In memory.
+    Memory,
+}
+
+impl StoreKind {
+    /// Whether the store keeps user metadata with an object.
+    pub fn keeps_metadata(self) -> bool {
+        matches!(self, StoreKind::S3 | StoreKind::Azure)
+    }
+
+    /// A user-metadata name as the store accepts it: Azure's must be C# identifiers
+    /// (`bifrost-records` becomes `bifrost_records`); S3 takes it as it is.
+    pub fn metadata_name(self, name: &str) -> String {
+        match self {
+            StoreKind::Azure => name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            _ => name.to_string(),
+        }
+    }
 }
 
 impl OpenedStore {
@@ -114,6 +150,7 @@ pub fn open(url: &str, options: &[(String, String)]) -> Result<OpenedStore, Erro
             store: Arc::new(fs),
             prefix: Path::default(),
             s3_bucket: None,
+            kind: StoreKind::Local,
             url: url.to_string(),
         })
     };
@@ -136,11 +173,13 @@ pub fn open(url: &str, options: &[(String, String)]) -> Result<OpenedStore, Erro
             store: Arc::new(object_store::memory::InMemory::new()),
             prefix: Path::default(),
             s3_bucket: None,
+            kind: StoreKind::Memory,
             url: url.to_string(),
         }),
         "s3" | "s3a" => open_s3(url, rest, options),
+        "az" | "azure" => open_azure(url, rest, options),
         _ => Err(bad(
-            "unsupported scheme; expected s3://, file://, memory:// or a directory",
+            "unsupported scheme; expected s3://, az://, file://, memory:// or a directory",
         )),
     }
 }
@@ -187,6 +226,37 @@ fn open_s3(url: &str, rest: &str, options: &[(String, String)]) -> Result<Opened
         store: Arc::new(s3),
         prefix: Path::from(prefix),
         s3_bucket: Some(bucket.to_string()),
+        kind: StoreKind::S3,
+        url: url.to_string(),
+    })
+}
+
+fn open_azure(url: &str, rest: &str, options: &[(String, String)]) -> Result<OpenedStore, Error> {
+    let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if container.is_empty() {
+        return Err(Error::StoreUrl {
+            url: url.to_string(),
+            message: "az:// needs a container".into(),
+        });
+    }
+    let mut b = MicrosoftAzureBuilder::from_env().with_container_name(container);
+    for (k, v) in options {
+        let key = AzureConfigKey::from_str(k).map_err(|e| Error::StoreOption {
+            url: url.to_string(),
+            option: format!("{k}={v}"),
+            message: e.to_string(),
+        })?;
+        b = b.with_config(key, v);
+    }
+    let azure = b.build().map_err(|source| Error::Store {
+        url: url.to_string(),
+        source,
+    })?;
+    Ok(OpenedStore {
+        store: Arc::new(azure),
+        prefix: Path::from(prefix.trim_matches('/')),
+        s3_bucket: None,
+        kind: StoreKind::Azure,
         url: url.to_string(),
     })
 }
@@ -243,6 +313,38 @@ mod tests {
         assert_eq!(o.s3_bucket.as_deref(), Some("bucket"));
         assert_eq!(o.prefix.as_ref(), "some/prefix");
         assert_eq!(o.key("x/y.gz").as_ref(), "some/prefix/x/y.gz");
+    }
+
+    #[test]
+    fn azure_urls_keep_container_and_prefix() {
+        let e = open("az:///p", &[]).unwrap_err().to_string();
+        assert!(e.contains("needs a container"), "{e}");
+        let opts = |extra: (&str, &str)| {
+            vec![
+                ("azure_storage_account_name".into(), "acct".into()),
+                ("azure_storage_account_key".into(), "a2V5".into()),
+                (extra.0.to_string(), extra.1.to_string()),
+            ]
+        };
+        let e = open("az://c/p", &opts(("azure_no_such_thing", "1")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("azure_no_such_thing=1"), "{e}");
+        let o = open(
+            "azure://c/some/prefix/",
+            &opts(("azure_allow_http", "true")),
+        )
+        .unwrap();
+        assert_eq!(o.kind, StoreKind::Azure);
+        assert_eq!(o.key("x").as_ref(), "some/prefix/x");
+        assert_eq!(
+            o.kind.metadata_name("bifrost-first-offset"),
+            "bifrost_first_offset"
+        );
+        assert_eq!(
+            StoreKind::S3.metadata_name("bifrost-first-offset"),
+            "bifrost-first-offset"
+        );
     }
 
     #[test]
