@@ -264,6 +264,18 @@ impl Parser {
         })
     }
 
+    /// A year-bearing RFC 3164 timestamp (`Mmm dd yyyy hh:mm:ss`) as `syslog_loose` gives
+    /// it: the local time taken as UTC, shown at the zone's offset. Read it as the local
+    /// time in the zone it is (the earliest of an ambiguous one; a time that does not exist
+    /// in the zone stays as read).
+    fn local_with_year(&self, t: DateTime<FixedOffset>) -> DateTime<FixedOffset> {
+        let local = t.naive_utc();
+        match self.zone.from_local_datetime(&local).earliest() {
+            Some(d) => d.fixed_offset(),
+            None => t,
+        }
+    }
+
     /// Parses `text`, received at `received`. Never fails: a message that is not syslog
     /// comes back with `protocol: None` and the whole text as its message.
     pub fn parse<'a>(&self, text: &'a str, received: DateTime<Utc>) -> Message<'a> {
@@ -287,7 +299,12 @@ impl Parser {
                 }),
                 facility: m.facility.map(|f| f as u8),
                 severity: m.severity.map(|s| s as u8),
-                timestamp: m.timestamp,
+                timestamp: match (m.protocol, m.timestamp) {
+                    (syslog_loose::Protocol::RFC3164, Some(t)) if has_year_3164(text) => {
+                        Some(self.local_with_year(t))
+                    }
+                    (_, t) => t,
+                },
                 hostname: m.hostname.filter(|h| !h.is_empty()),
                 appname: m.appname.filter(|a| !a.is_empty()),
                 procid: m.procid,
@@ -309,6 +326,36 @@ impl Parser {
             },
         }
     }
+}
+
+/// Whether an RFC 3164 text's timestamp carries a year: `<PRI>Mmm d[d] yyyy hh:mm:ss`.
+fn has_year_3164(text: &str) -> bool {
+    let b = text.trim_start().as_bytes();
+    let Some(close) = b.iter().take(6).position(|&c| c == b'>') else {
+        return false;
+    };
+    let mut rest = &b[close + 1..];
+    let skip_spaces = |r: &mut &[u8]| {
+        while let [b' ' | b'\t', tail @ ..] = *r {
+            *r = tail;
+        }
+    };
+    let digits = |r: &mut &[u8]| {
+        let n = r.iter().take_while(|c| c.is_ascii_digit()).count();
+        *r = &r[n..];
+        n
+    };
+    skip_spaces(&mut rest);
+    if rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_alphabetic) {
+        return false;
+    }
+    rest = &rest[3..];
+    skip_spaces(&mut rest);
+    if digits(&mut rest) == 0 {
+        return false;
+    }
+    skip_spaces(&mut rest);
+    digits(&mut rest) == 4 && matches!(rest.first(), Some(b' ' | b'\t'))
 }
 
 /// A local minute in a zone: zone, year, month, day, hour, minute.
@@ -428,6 +475,33 @@ mod tests {
             m.timestamp.unwrap().to_rfc3339(),
             "2024-06-01T00:00:01+01:00"
         );
+    }
+
+    #[test]
+    fn a_year_bearing_rfc3164_time_is_local_to_the_zone() {
+        let p = Parser::new(chrono_tz::Europe::London);
+        let m = p.parse("<34>Oct 11 2024 22:14:15 host app: x", at(2025, 1, 1));
+        assert_eq!(m.protocol, Some(Protocol::Rfc3164));
+        assert_eq!(m.hostname, Some("host"));
+        assert_eq!(
+            m.timestamp.unwrap().to_rfc3339(),
+            "2024-10-11T22:14:15+01:00",
+            "22:14:15 in London (summer time), not 22:14:15 UTC"
+        );
+        let m = p.parse("<34>Jan  5 2024 08:00:00 host app: x", at(2025, 1, 1));
+        assert_eq!(
+            m.timestamp.unwrap().to_rfc3339(),
+            "2024-01-05T08:00:00+00:00"
+        );
+        // Without a year the time was already local.
+        let m = p.parse("<34>Oct 11 22:14:15 host app: x", at(2024, 11, 1));
+        assert_eq!(
+            m.timestamp.unwrap().to_rfc3339(),
+            "2024-10-11T22:14:15+01:00"
+        );
+        assert!(has_year_3164("<34>Oct 11 2024 22:14:15 h a: x"));
+        assert!(!has_year_3164("<34>Oct 11 22:14:15 h a: x"));
+        assert!(!has_year_3164("<34>1 2024-10-11T22:14:15Z h a - - x"));
     }
 
     #[test]
