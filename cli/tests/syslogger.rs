@@ -296,6 +296,104 @@ async fn kill_9_behind_relp_loses_nothing() {
     );
 }
 
+/// kill -9 of syslogger behind a real client, rsyslog's omrelp: rsyslog keeps what was not
+/// answered and sends it again to the restarted service; every message is in Kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_behind_rsyslog_omrelp_loses_nothing() {
+    if !common::have_rsyslog("kill_9_behind_rsyslog_omrelp_loses_nothing") {
+        return;
+    }
+    const N: usize = 3_000;
+    let cluster = KafkaCluster::start(1);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name("kill9-rsyslog-");
+    cluster.create_topic(&topic, 1);
+    let addr = free_port();
+    let relp = addr.to_string();
+    let args = [
+        "--relp-listen",
+        relp.as_str(),
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+    ];
+    let mut child = spawn(&args, addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Retried forever, once a second, from an in-memory action queue.
+    let r = common::rsyslog(
+        dir.path(),
+        "",
+        &format!(
+            r#"action(type="omrelp" target="127.0.0.1" port="{}" action.resumeRetryCount="-1" action.resumeInterval="1" queue.type="LinkedList" queue.size="100000")"#,
+            addr.port()
+        ),
+    )
+    .await;
+    let input = r.input;
+    // The writer logs a third, lets the test kill syslogger while rsyslog is still
+    // forwarding them (transactions unanswered), and logs the rest once it was restarted.
+    let (third_tx, third_rx) = tokio::sync::oneshot::channel();
+    let (restarted_tx, restarted_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(input).await.unwrap();
+        let mut third = Some((third_tx, restarted_rx));
+        for i in 0..N {
+            s.write_all(format!("<13>Oct 11 22:14:15 h app: seq={i}\n").as_bytes())
+                .await
+                .unwrap();
+            if i == N / 3
+                && let Some((tx, restarted)) = third.take()
+            {
+                s.flush().await.unwrap();
+                let _ = tx.send(());
+                let _ = restarted.await;
+            }
+        }
+        s.shutdown().await.unwrap();
+    });
+    let seq = |g: &common::Got| -> usize {
+        g.text()
+            .rsplit("seq=")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let end = Instant::now() + Duration::from_secs(120);
+    tokio::time::timeout(WAIT, third_rx).await.unwrap().unwrap();
+    signal(&child, "-KILL");
+    let _ = child.wait().await;
+    child = spawn(&args, addr).await;
+    let _ = restarted_tx.send(());
+    writer.await.unwrap();
+    let mut seen = BTreeSet::new();
+    let mut got = Vec::new();
+    while seen.len() < N {
+        assert!(
+            Instant::now() < end,
+            "every message within the time limit: {} of {N}",
+            seen.len()
+        );
+        got = read(&brokers, &topic, 1, 2 * N, Duration::from_secs(2)).await;
+        seen = got.iter().map(seq).collect();
+    }
+    assert_eq!(
+        seen,
+        (0..N).collect::<BTreeSet<_>>(),
+        "every message is in Kafka"
+    );
+    drop(r);
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(got.len() < 2 * N, "duplicates only from unanswered windows");
+}
+
 /// Kafka unreachable through the whole run: SIGTERM spills what was received to
 /// `--spill-dir` and the exit status is 1, with the count in the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,95 +6,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{WAIT, args, init_logs, read, start};
+use common::{Rsyslog, WAIT, args, have_rsyslog, init_logs, read, rsyslog, start};
 use test_services::kafka::KafkaCluster;
 use test_services::unique_name;
 use tokio::io::AsyncWriteExt;
-
-fn have_rsyslog(test: &str) -> bool {
-    let ok = Command::new("rsyslogd")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            !test_services::services_required(),
-            "{test}: rsyslogd is not installed and REQUIRE_SERVICES=1 (Debian: rsyslog rsyslog-relp rsyslog-gnutls)"
-        );
-        eprintln!(
-            "skipped {test}: rsyslogd is not installed (Debian: rsyslog rsyslog-relp rsyslog-gnutls)"
-        );
-    }
-    ok
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// rsyslogd in the foreground with `config` (its input is imtcp on the returned address),
-/// killed when dropped.
-struct Rsyslog {
-    child: Child,
-    input: SocketAddr,
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn rsyslog(dir: &Path, globals: &str, actions: &str) -> Rsyslog {
-    let input = free_port();
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let conf = dir.join("rsyslog.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"global(workDirectory="{work}" {globals})
-module(load="imtcp")
-module(load="omrelp")
-input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="forward")
-ruleset(name="forward" queue.type="Direct") {{
-{actions}
-}}
-"#,
-            work = work.display(),
-            port = input.port(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new("rsyslogd")
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .arg("-i")
-        .arg(dir.join("rsyslogd.pid"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let r = Rsyslog { child, input };
-    let end = Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(input).await.is_err() {
-        assert!(Instant::now() < end, "rsyslogd did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    r
-}
 
 /// Messages as an application logs them into rsyslog: plain, with UTF-8, with an escaped
 /// control character (`#011` after rsyslog's escaping), long.

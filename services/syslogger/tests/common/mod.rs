@@ -238,3 +238,86 @@ impl Relp {
         Ok(())
     }
 }
+
+/// Whether rsyslogd is installed; prints a `skipped` line when not (a failure under
+/// `REQUIRE_SERVICES=1`).
+pub fn have_rsyslog(test: &str) -> bool {
+    let ok = std::process::Command::new("rsyslogd")
+        .arg("-v")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            !test_services::services_required(),
+            "{test}: rsyslogd is not installed and REQUIRE_SERVICES=1 (Debian: rsyslog rsyslog-relp rsyslog-gnutls)"
+        );
+        eprintln!(
+            "skipped {test}: rsyslogd is not installed (Debian: rsyslog rsyslog-relp rsyslog-gnutls)"
+        );
+    }
+    ok
+}
+
+/// A free loopback port.
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// rsyslogd in the foreground with `config` (its input is imtcp on the returned address),
+/// killed when dropped.
+pub struct Rsyslog {
+    pub child: std::process::Child,
+    pub input: SocketAddr,
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn rsyslog(dir: &std::path::Path, globals: &str, actions: &str) -> Rsyslog {
+    let input = free_port();
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"global(workDirectory="{work}" {globals})
+module(load="imtcp")
+module(load="omrelp")
+input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="forward")
+ruleset(name="forward" queue.type="Direct") {{
+{actions}
+}}
+"#,
+            work = work.display(),
+            port = input.port(),
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("rsyslogd")
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let r = Rsyslog { child, input };
+    let end = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(input).await.is_err() {
+        assert!(Instant::now() < end, "rsyslogd did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r
+}
