@@ -194,27 +194,53 @@ async fn sigterm_in_the_middle_of_a_load_loses_nothing() {
     assert_eq!(got.len(), CONNECTIONS * PER);
 }
 
+/// A one-partition topic on its own cluster, and the binary's flags to take RELP for it on
+/// a free port.
+struct RelpBehind {
+    _cluster: KafkaCluster,
+    brokers: String,
+    topic: String,
+    addr: SocketAddr,
+    relp: String,
+}
+
+impl RelpBehind {
+    async fn start(prefix: &str) -> RelpBehind {
+        let cluster = KafkaCluster::start(1);
+        let brokers = cluster.bootstrap_servers().to_string();
+        let topic = unique_name(prefix);
+        cluster.create_topic(&topic, 1);
+        let addr = free_port();
+        RelpBehind {
+            _cluster: cluster,
+            brokers,
+            topic,
+            addr,
+            relp: addr.to_string(),
+        }
+    }
+
+    fn argv(&self) -> [&str; 6] {
+        [
+            "--relp-listen",
+            &self.relp,
+            "--brokers",
+            &self.brokers,
+            "--topic",
+            &self.topic,
+        ]
+    }
+}
+
 /// kill -9 of syslogger behind RELP: the client sends again what was not answered (as
 /// omrelp does) to the restarted service; every message is in Kafka.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_behind_relp_loses_nothing() {
     const N: usize = 5_000;
     const WINDOW: usize = 128;
-    let cluster = KafkaCluster::start(1);
-    let brokers = cluster.bootstrap_servers().to_string();
-    let topic = unique_name("kill9-");
-    cluster.create_topic(&topic, 1);
-    let addr = free_port();
-    let relp = addr.to_string();
-    let args = [
-        "--relp-listen",
-        relp.as_str(),
-        "--brokers",
-        &brokers,
-        "--topic",
-        &topic,
-    ];
-    let mut child = spawn(&args, addr).await;
+    let r = RelpBehind::start("kill9-").await;
+    let (brokers, topic, addr) = (&r.brokers, &r.topic, r.addr);
+    let mut child = spawn(&r.argv(), addr).await;
     let msg = |i: usize| format!("<13>Oct 11 22:14:15 h app: seq={i}");
     // What was sent and not answered, by transaction number.
     let mut unacked: std::collections::BTreeMap<u64, usize> = Default::default();
@@ -230,7 +256,7 @@ async fn kill_9_behind_relp_loses_nothing() {
             killed = true;
             signal(&child, "-KILL");
             let _ = child.wait().await;
-            child = spawn(&args, addr).await;
+            child = spawn(&r.argv(), addr).await;
         }
         let mut broken = false;
         while unacked.len() < WINDOW && next < N {
@@ -284,7 +310,7 @@ async fn kill_9_behind_relp_loses_nothing() {
     assert_eq!(status.code(), Some(0));
     // At least once: every message, maybe some twice (answered by Kafka, not by the
     // killed process).
-    let got = read(&brokers, &topic, 1, N + 2 * WINDOW, Duration::from_secs(15)).await;
+    let got = read(brokers, topic, 1, N + 2 * WINDOW, Duration::from_secs(15)).await;
     let seen: BTreeSet<usize> = got
         .iter()
         .map(|g| g.text().rsplit("seq=").next().unwrap().parse().unwrap())
@@ -304,21 +330,9 @@ async fn kill_9_behind_rsyslog_omrelp_loses_nothing() {
         return;
     }
     const N: usize = 3_000;
-    let cluster = KafkaCluster::start(1);
-    let brokers = cluster.bootstrap_servers().to_string();
-    let topic = unique_name("kill9-rsyslog-");
-    cluster.create_topic(&topic, 1);
-    let addr = free_port();
-    let relp = addr.to_string();
-    let args = [
-        "--relp-listen",
-        relp.as_str(),
-        "--brokers",
-        &brokers,
-        "--topic",
-        &topic,
-    ];
-    let mut child = spawn(&args, addr).await;
+    let rb = RelpBehind::start("kill9-rsyslog-").await;
+    let (brokers, topic, addr) = (&rb.brokers, &rb.topic, rb.addr);
+    let mut child = spawn(&rb.argv(), addr).await;
     let dir = tempfile::tempdir().unwrap();
     // Retried forever, once a second, from an in-memory action queue.
     let r = common::rsyslog(
@@ -365,7 +379,7 @@ async fn kill_9_behind_rsyslog_omrelp_loses_nothing() {
     tokio::time::timeout(WAIT, third_rx).await.unwrap().unwrap();
     signal(&child, "-KILL");
     let _ = child.wait().await;
-    child = spawn(&args, addr).await;
+    child = spawn(&rb.argv(), addr).await;
     let _ = restarted_tx.send(());
     writer.await.unwrap();
     let mut seen = BTreeSet::new();
@@ -376,7 +390,7 @@ async fn kill_9_behind_rsyslog_omrelp_loses_nothing() {
             "every message within the time limit: {} of {N}",
             seen.len()
         );
-        got = read(&brokers, &topic, 1, 2 * N, Duration::from_secs(2)).await;
+        got = read(brokers, topic, 1, 2 * N, Duration::from_secs(2)).await;
         seen = got.iter().map(seq).collect();
     }
     assert_eq!(
