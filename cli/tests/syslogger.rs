@@ -194,6 +194,16 @@ async fn sigterm_in_the_middle_of_a_load_loses_nothing() {
     assert_eq!(got.len(), CONNECTIONS * PER);
 }
 
+/// SIGTERM, then the exit code (bounded by [`WAIT`]).
+async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
+    signal(child, "-TERM");
+    tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+        .code()
+}
+
 /// A one-partition topic on its own cluster, and the binary's flags to take RELP for it on
 /// a free port.
 struct RelpBehind {
@@ -302,12 +312,7 @@ async fn kill_9_behind_relp_loses_nothing() {
     }
     assert!(killed);
     client.close().await.unwrap();
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(terminate(&mut child).await, Some(0));
     // At least once: every message, maybe some twice (answered by Kafka, not by the
     // killed process).
     let got = read(brokers, topic, 1, N + 2 * WINDOW, Duration::from_secs(15)).await;
@@ -399,12 +404,7 @@ async fn kill_9_behind_rsyslog_omrelp_loses_nothing() {
         "every message is in Kafka"
     );
     drop(r);
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(terminate(&mut child).await, Some(0));
     assert!(got.len() < 2 * N, "duplicates only from unanswered windows");
 }
 
