@@ -10,7 +10,8 @@
 //! Target: kafka-seq >= 0.9x bare rdkafka.
 //!
 //! For profiling one variant, `KAFKA_SEQ_BENCH_ONLY=consume-seq` (comma-separated among
-//! `produce-bare`, `produce-seq`, `consume-bare`, `consume-bare-owned`, `consume-seq`) runs
+//! `produce-bare`, `produce-seq`, `produce-lane`, `consume-bare`, `consume-bare-owned`,
+//! `consume-seq`) runs
 //! only those; the consumers' topic is written by the bare producer whenever a consumer runs.
 
 use std::time::{Duration, Instant};
@@ -94,6 +95,51 @@ async fn produce_seq(brokers: &str, topic: &str, payload: &bytes::Bytes, n: usiz
         .expect("feed");
     }
     sink.close().await.expect("close");
+    start.elapsed()
+}
+
+/// kafka-seq's delivery lane: every message's report taken, in the sender's order, by a
+/// second task (as syslogger settles a connection), tickets handed over 256 at a time.
+async fn produce_lane(brokers: &str, topic: &str, payload: &bytes::Bytes, n: usize) -> Duration {
+    let producer = ProducerConfig::new(brokers).create().expect("producer");
+    let (mut sender, mut reports) = producer.lane(16 * 1024).expect("lane");
+    let record = Record::new(payload.clone());
+    // Warm-up (connection, idempotent producer id), outside the timing.
+    let t = sender.send(topic, &record).await.expect("warm-up");
+    reports.report(t).await.expect("warm-up delivered");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<kafka_seq::Ticket>>(64);
+    let settler = tokio::spawn(async move {
+        while let Some(batch) = rx.recv().await {
+            for t in batch {
+                if let Err(t) = reports.take_delivered(t) {
+                    reports.report(t).await.expect("delivered");
+                }
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut batch = Vec::with_capacity(256);
+    for _ in 1..n {
+        let t = match sender.try_send(topic, &record).expect("send") {
+            Some(t) => t,
+            None => {
+                // Hand over what is held before waiting for room it may free.
+                if !batch.is_empty() {
+                    tx.send(std::mem::take(&mut batch)).await.expect("settler");
+                }
+                sender.send(topic, &record).await.expect("send")
+            }
+        };
+        batch.push(t);
+        if batch.len() == 256 {
+            tx.send(std::mem::replace(&mut batch, Vec::with_capacity(256)))
+                .await
+                .expect("settler");
+        }
+    }
+    tx.send(batch).await.expect("settler");
+    drop(tx);
+    settler.await.expect("settler");
     start.elapsed()
 }
 
@@ -197,12 +243,23 @@ async fn main() {
     let consumes = ["consume-bare", "consume-bare-owned", "consume-seq"]
         .iter()
         .any(|v| run(v));
-    let (mut pb, mut ps, mut cb, mut cbo, mut cs) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut pb, mut ps, mut pl, mut cb, mut cbo, mut cs) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for round in 0..rounds {
-        let (t1, t2) = (format!("bare-{round}"), format!("seq-{round}"));
+        let (t1, t2, t3) = (
+            format!("bare-{round}"),
+            format!("seq-{round}"),
+            format!("lane-{round}"),
+        );
         cluster.create_topic(&t1, 1, 1).expect("topic");
         cluster.create_topic(&t2, 1, 1).expect("topic");
+        cluster.create_topic(&t3, 1, 1).expect("topic");
         // Alternate which side goes first, so neither always meets a warmer (or busier)
         // cluster.
         let bare_first = round % 2 == 0;
@@ -215,8 +272,13 @@ async fn main() {
                 if run("produce-bare") {
                     pb.push(time);
                 }
-            } else if !side && run("produce-seq") {
-                ps.push(produce_seq(&brokers, &t2, &payload, n).await);
+            } else if !side {
+                if run("produce-seq") {
+                    ps.push(produce_seq(&brokers, &t2, &payload, n).await);
+                }
+                if run("produce-lane") {
+                    pl.push(produce_lane(&brokers, &t3, &payload, n).await);
+                }
             }
         }
         // Every consumer reads the same topic (written by the bare producer).
@@ -234,9 +296,10 @@ async fn main() {
         }
         let last = |times: &[Duration]| times.last().map_or(0.0, |t| rate(n, *t));
         println!(
-            "round {round}: produce bare {:.0}/s seq {:.0}/s; consume bare {:.0}/s bare-owned {:.0}/s seq {:.0}/s",
+            "round {round}: produce bare {:.0}/s seq {:.0}/s lane {:.0}/s; consume bare {:.0}/s bare-owned {:.0}/s seq {:.0}/s",
             last(&pb),
             last(&ps),
+            last(&pl),
             last(&cb),
             last(&cbo),
             last(&cs)
@@ -253,6 +316,11 @@ async fn main() {
         summary(n, &mut pb),
         summary(n, &mut ps),
         ratio(&mut pb, &mut ps)
+    );
+    println!(
+        "produce: kafka-seq lane (every report taken) {}, ratio of medians {:.2}",
+        summary(n, &mut pl),
+        ratio(&mut pb, &mut pl)
     );
     println!(
         "consume: bare rdkafka detach+store_offset {}, kafka-seq stream {}, ratio of medians {:.2}",
