@@ -12,8 +12,8 @@
 //! - Damaged input makes `cat` and `count` exit 1 with the same message. Byte offsets count
 //!   the uncompressed record stream. Usage errors exit 2.
 //! - `cat`, `count` and `verify` also take object-store URLs (`s3://BUCKET/KEY`,
-//!   `file:///ABS/PATH`), opened as every binary opens a store (`AWS_*` variables,
-//!   `--store-option`): a URL naming an object reads it; a URL naming a prefix
+//!   `az://CONTAINER/KEY`, `file:///ABS/PATH`), opened as every binary opens a store
+//!   (`AWS_*` / `AZURE_*` variables, `--store-option`): a URL naming an object reads it; a URL naming a prefix
 //!   (`s3://bucket/group/topic/partition=0/`) reads every `*.baldr`, `*.baldr.gz` and
 //!   `*.baldr.zst` object under it in key order, each as one input (a progress bar over the
 //!   objects on a terminal).

@@ -142,10 +142,9 @@ async fn a_broker_outage_pauses_reading_and_loses_nothing() {
 }
 
 /// The case as it is: the broker down for longer than librdkafka's default message
-/// timeout (300 s). Ignored by default (it takes over five minutes); run it with
-/// `cargo test -p syslogger --test kafka -- --ignored longer_than`.
+/// timeout (300 s). It takes over five minutes, asleep: the other tests of this file run
+/// beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "takes over 5 minutes; the fast tests cover the mechanism"]
 async fn an_outage_longer_than_librdkafkas_default_message_timeout_loses_nothing() {
     init_logs();
     let cluster = KafkaCluster::start(1);
