@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use metrics::Counter;
 use std::time::Instant;
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use kafka_seq::{LaneReports, LaneSender};
 
 use crate::forward::{Scratch, SettleBatch, Shared, Submitted};
-use crate::framing::{Decoder, Frame, Framing};
+use crate::framing::{Decoder, Frame, Framing, trim};
 use crate::relp;
 
 /// Batches a connection may have produced and not settled (256 messages each). The real
@@ -166,21 +166,41 @@ impl Clock {
     }
 }
 
-/// Builds and submits one frame's message (or dead-letters an oversized one). Messages
-/// held in `batch` hold budget that only their settling gives back: they are handed over
-/// before waiting for room.
-// One frame's context: the connection's, its reader's state, and its way to Kafka.
-#[allow(clippy::too_many_arguments)]
-async fn submit_frame(
-    cfg: &ConnConfig,
-    frame: Frame,
-    scratch: &mut Scratch,
-    oversize_logged: &mut bool,
+/// A connection's reading side: its items on their way to the settler, its delivery lane,
+/// its scratch buffers, and whom it reads from.
+struct Reader {
+    batch: Batcher,
+    lane: Option<LaneSender>,
+    scratch: Scratch,
+    oversize_logged: bool,
     peer: SocketAddr,
-    clock: Clock,
-    batch: &mut Batcher,
-    mut lane: Option<&mut LaneSender>,
-) -> Submitted {
+}
+
+impl Reader {
+    fn new(tx: mpsc::Sender<Vec<Item>>, lane: Option<LaneSender>, peer: SocketAddr) -> Self {
+        Self {
+            batch: Batcher::new(tx),
+            lane,
+            scratch: Scratch::default(),
+            oversize_logged: false,
+            peer,
+        }
+    }
+}
+
+/// Builds and submits one frame's message (or dead-letters an oversized one). Messages
+/// held in the reader's batch hold budget that only their settling gives back: they are
+/// handed over before waiting for room.
+async fn submit_frame(cfg: &ConnConfig, r: &mut Reader, frame: Frame, clock: Clock) -> Submitted {
+    let Reader {
+        batch,
+        lane,
+        scratch,
+        oversize_logged,
+        peer,
+    } = r;
+    let peer = *peer;
+    let mut lane = lane.as_mut();
     let shared = &cfg.shared;
     shared.counts.received.fetch_add(1, Ordering::Relaxed);
     cfg.metrics.frames.increment(1);
@@ -322,33 +342,21 @@ where
     // close_notify).
     let mut writer = writer;
     let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
-    let (mut lane, reports) = cfg.shared.open_lane();
+    let (lane, reports) = cfg.shared.open_lane();
     let settler = tokio::spawn(settle_all::<W>(cfg.shared.clone(), rx, reports, None));
-    let mut batch = Batcher::new(tx);
+    let mut r = Reader::new(tx, lane, peer);
     let mut decoder = Decoder::new(cfg.framing, cfg.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut scratch = Scratch::default();
-    let mut oversize_logged = false;
     let mut eof = false;
     let mut clock = Clock::now();
     loop {
         while let Some(frame) = decoder.decode(&mut buf, eof) {
-            let s = submit_frame(
-                &cfg,
-                frame,
-                &mut scratch,
-                &mut oversize_logged,
-                peer,
-                clock,
-                &mut batch,
-                lane.as_mut(),
-            )
-            .await;
-            if !batch.push(Item::Message(s, None)).await {
+            let s = submit_frame(&cfg, &mut r, frame, clock).await;
+            if !r.batch.push(Item::Message(s, None)).await {
                 return;
             }
         }
-        if !batch.flush().await {
+        if !r.batch.flush().await {
             return;
         }
         if eof {
@@ -365,7 +373,7 @@ where
             }
         }
     }
-    drop(batch);
+    drop(r);
     let _ = settler.await;
     let _ = writer.shutdown().await;
 }
@@ -378,13 +386,11 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
-    let (mut lane, reports) = cfg.shared.open_lane();
+    let (lane, reports) = cfg.shared.open_lane();
     let settler = tokio::spawn(settle_all(cfg.shared.clone(), rx, reports, Some(writer)));
-    let mut batch = Batcher::new(tx);
+    let mut r = Reader::new(tx, lane, peer);
     let mut decoder = relp::Decoder::new(cfg.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut scratch = Scratch::default();
-    let mut oversize_logged = false;
     let mut answer = Vec::new();
     let mut clock = Clock::now();
     'session: loop {
@@ -404,30 +410,20 @@ where
                 relp::Command::Syslog => {
                     let frame = match f.truncated {
                         Some(len) => Frame::Oversize {
-                            head: trim_end(f.data),
+                            head: trim(f.data),
                             len: Some(len),
                         },
-                        None => Frame::Message(trim_end(f.data)),
+                        None => Frame::Message(trim(f.data)),
                     };
-                    let s = submit_frame(
-                        &cfg,
-                        frame,
-                        &mut scratch,
-                        &mut oversize_logged,
-                        peer,
-                        clock,
-                        &mut batch,
-                        lane.as_mut(),
-                    )
-                    .await;
-                    if !batch.push(Item::Message(s, Some(f.txnr))).await {
+                    let s = submit_frame(&cfg, &mut r, frame, clock).await;
+                    if !r.batch.push(Item::Message(s, Some(f.txnr))).await {
                         break 'session;
                     }
                     continue;
                 }
                 relp::Command::Close => {
                     relp::response(f.txnr, relp::OK, &mut answer);
-                    let _ = batch.push(Item::Reply(answer.clone())).await;
+                    let _ = r.batch.push(Item::Reply(answer.clone())).await;
                     break 'session;
                 }
                 relp::Command::Other(cmd) => {
@@ -435,11 +431,11 @@ where
                     relp::response(f.txnr, "500 command not supported", &mut answer);
                 }
             }
-            if !batch.push(Item::Reply(answer.clone())).await {
+            if !r.batch.push(Item::Reply(answer.clone())).await {
                 break 'session;
             }
         }
-        if !batch.flush().await {
+        if !r.batch.flush().await {
             break 'session;
         }
         // RELP clients keep what is not answered: on SIGTERM stop taking transactions at
@@ -449,7 +445,7 @@ where
         match read {
             Ok(0) => {
                 if cfg.stop.is_cancelled() {
-                    let _ = batch.push(Item::Reply(relp::SERVER_CLOSE.to_vec())).await;
+                    let _ = r.batch.push(Item::Reply(relp::SERVER_CLOSE.to_vec())).await;
                 }
                 break;
             }
@@ -460,20 +456,9 @@ where
             }
         }
     }
-    let _ = batch.flush().await;
-    drop(batch);
+    let _ = r.batch.flush().await;
+    drop(r);
     let _ = settler.await;
-}
-
-/// A frame without its trailing LF, CR or NUL bytes.
-fn trim_end(mut b: Bytes) -> Bytes {
-    let keep = b.len()
-        - b.iter()
-            .rev()
-            .take_while(|c| matches!(c, b'\n' | b'\r' | b'\0'))
-            .count();
-    b.truncate(keep);
-    b
 }
 
 /// The UDP listener: one message per datagram; when the in-flight budget is full the
@@ -481,25 +466,23 @@ fn trim_end(mut b: Bytes) -> Bytes {
 pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
     let dropped = metrics::counter!("syslogger_udp_dropped_total");
     let (tx, rx) = mpsc::channel(SETTLE_BATCHES);
-    let (mut lane, reports) = cfg.shared.open_lane();
+    let (lane, reports) = cfg.shared.open_lane();
     let settler = tokio::spawn(settle_all::<tokio::io::Sink>(
         cfg.shared.clone(),
         rx,
         reports,
         None,
     ));
-    let mut batch = Batcher::new(tx);
+    let mut r = Reader::new(tx, lane, SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut buf = BytesMut::with_capacity(READ_CHUNK * 2);
-    let mut scratch = Scratch::default();
-    let mut oversize_logged = false;
     loop {
         buf.reserve(READ_CHUNK);
-        let r = tokio::select! {
+        let received = tokio::select! {
             biased;
             () = cfg.stop.cancelled() => break,
-            r = socket.recv_buf_from(&mut buf) => r,
+            got = socket.recv_buf_from(&mut buf) => got,
         };
-        let (n, peer) = match r {
+        let (n, peer) = match received {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "UDP receive failed");
@@ -508,7 +491,7 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
             }
         };
         cfg.metrics.bytes.increment(n as u64);
-        let data = trim_end(buf.split().freeze());
+        let data = trim(buf.split().freeze());
         if data.is_empty() {
             continue;
         }
@@ -523,18 +506,9 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
         let shared = &cfg.shared;
         let clock = Clock::now();
         if frame_is_oversize_dead_letter(&cfg, &frame) {
-            let s = submit_frame(
-                &cfg,
-                frame,
-                &mut scratch,
-                &mut oversize_logged,
-                peer,
-                clock,
-                &mut batch,
-                lane.as_mut(),
-            )
-            .await;
-            if !batch.push(Item::Message(s, None)).await || !batch.flush().await {
+            r.peer = peer;
+            let s = submit_frame(&cfg, &mut r, frame, clock).await;
+            if !r.batch.push(Item::Message(s, None)).await || !r.batch.flush().await {
                 break;
             }
             continue;
@@ -547,7 +521,7 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
         let (out, parsed) =
             shared
                 .pipeline
-                .build(frame.into_bytes(), clock.utc, clock.at, &mut scratch);
+                .build(frame.into_bytes(), clock.utc, clock.at, &mut r.scratch);
         if !parsed {
             cfg.metrics.parse_failures.increment(1);
         }
@@ -557,16 +531,16 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
             dropped.increment(1);
             continue;
         };
-        if lane.as_ref().is_some_and(|l| !l.has_room()) && !batch.flush().await {
+        if r.lane.as_ref().is_some_and(|l| !l.has_room()) && !r.batch.flush().await {
             break;
         }
-        let s = shared.submit_held(out, held, lane.as_mut()).await;
+        let s = shared.submit_held(out, held, r.lane.as_mut()).await;
         // One datagram per receive: hand it over now (no later read completes a batch).
-        if !batch.push(Item::Message(s, None)).await || !batch.flush().await {
+        if !r.batch.push(Item::Message(s, None)).await || !r.batch.flush().await {
             break;
         }
     }
-    drop(batch);
+    drop(r);
     let _ = settler.await;
 }
 

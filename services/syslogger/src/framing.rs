@@ -287,7 +287,7 @@ fn head(buf: &[u8], auto: bool, eof: bool) -> Head {
 }
 
 /// A frame without its trailing LF, CRLF or NUL (any number of them).
-fn trim(mut b: Bytes) -> Bytes {
+pub(crate) fn trim(mut b: Bytes) -> Bytes {
     let keep = b.len()
         - b.iter()
             .rev()

@@ -547,27 +547,21 @@ pub async fn run_with(
     }
 
     let mut accepters = Vec::new();
-    for l in tcp {
-        let kind = if checked.tls.is_some() {
-            Listener::Tls
-        } else {
-            Listener::Tcp
-        };
-        accepters.push(tokio::spawn(accept(
-            l,
-            kind,
-            checked.tls.clone(),
-            base(kind),
-            tracker.clone(),
-            stop.clone(),
-        )));
-    }
-    for l in relp {
-        let kind = if checked.tls.is_some() {
-            Listener::RelpTls
-        } else {
-            Listener::Relp
-        };
+    let tls = checked.tls.is_some();
+    let streams = tcp
+        .into_iter()
+        .map(|l| (l, if tls { Listener::Tls } else { Listener::Tcp }))
+        .chain(relp.into_iter().map(|l| {
+            (
+                l,
+                if tls {
+                    Listener::RelpTls
+                } else {
+                    Listener::Relp
+                },
+            )
+        }));
+    for (l, kind) in streams {
         accepters.push(tokio::spawn(accept(
             l,
             kind,

@@ -91,16 +91,13 @@ async fn a_broker_outage_pauses_reading_and_loses_nothing() {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_send_buffer_size(8 * 1024).unwrap();
     let mut s = sock.connect(svc.tcp()).await.unwrap();
-    s.write_all(b"<13>Oct 11 22:14:15 h app: seq=0\n")
-        .await
-        .unwrap();
-    assert_eq!(
-        read(cluster.bootstrap_servers(), &topic, 1, 1, WAIT)
-            .await
-            .len(),
-        1
-    );
-    cluster.mock().broker_down(1).unwrap();
+    deliver_one_then_broker_down(
+        &cluster,
+        &topic,
+        &mut s,
+        b"<13>Oct 11 22:14:15 h app: seq=0\n",
+    )
+    .await;
     // 12 000 messages of ~300 bytes: 3.6 MB, far more than the 64 KiB budget plus socket
     // buffers hold while Kafka is down (and less than the mock cluster keeps per
     // partition, 5 MB).
@@ -152,16 +149,13 @@ async fn an_outage_longer_than_librdkafkas_default_message_timeout_loses_nothing
     cluster.create_topic(&topic, 1);
     let svc = start(args(cluster.bootstrap_servers(), &topic)).await;
     let mut s = TcpStream::connect(svc.tcp()).await.unwrap();
-    s.write_all(b"<13>Oct 11 22:14:15 h app: seq=0\n")
-        .await
-        .unwrap();
-    assert_eq!(
-        read(cluster.bootstrap_servers(), &topic, 1, 1, WAIT)
-            .await
-            .len(),
-        1
-    );
-    cluster.mock().broker_down(1).unwrap();
+    deliver_one_then_broker_down(
+        &cluster,
+        &topic,
+        &mut s,
+        b"<13>Oct 11 22:14:15 h app: seq=0\n",
+    )
+    .await;
     for i in 1..=100 {
         s.write_all(format!("<13>Oct 11 22:14:15 h app: seq={i}\n").as_bytes())
             .await
@@ -204,16 +198,13 @@ async fn expired_messages_are_produced_again() {
     a.kafka_properties = vec!["message.timeout.ms=1000".into()];
     let svc = start(a).await;
     let mut s = TcpStream::connect(svc.tcp()).await.unwrap();
-    s.write_all(b"<13>Oct 11 22:14:15 h app: first\n")
-        .await
-        .unwrap();
-    assert_eq!(
-        read(cluster.bootstrap_servers(), &topic, 1, 1, WAIT)
-            .await
-            .len(),
-        1
-    );
-    cluster.mock().broker_down(1).unwrap();
+    deliver_one_then_broker_down(
+        &cluster,
+        &topic,
+        &mut s,
+        b"<13>Oct 11 22:14:15 h app: first\n",
+    )
+    .await;
     for i in 0..20 {
         s.write_all(format!("<13>Oct 11 22:14:15 h app: during {i}\n").as_bytes())
             .await
@@ -370,16 +361,13 @@ async fn undelivered_messages_are_spilled_and_sent_by_the_next_start() {
     a.drain_timeout = Duration::from_secs(3);
     let svc = start(a.clone()).await;
     let mut s = TcpStream::connect(svc.tcp()).await.unwrap();
-    s.write_all(b"<13>Oct 11 22:14:15 h app: before\n")
-        .await
-        .unwrap();
-    assert_eq!(
-        read(cluster.bootstrap_servers(), &topic, 1, 1, WAIT)
-            .await
-            .len(),
-        1
-    );
-    cluster.mock().broker_down(1).unwrap();
+    deliver_one_then_broker_down(
+        &cluster,
+        &topic,
+        &mut s,
+        b"<13>Oct 11 22:14:15 h app: before\n",
+    )
+    .await;
     for i in 0..50 {
         s.write_all(format!("<13>Oct 11 22:14:15 h app: spilled {i}\n").as_bytes())
             .await
@@ -507,4 +495,22 @@ async fn udp_drops_are_counted_when_the_budget_is_full() {
         "every datagram delivered or counted as dropped: {outcome:?}"
     );
     assert!(outcome.succeeded());
+}
+
+/// Sends `line` on `s`, waits until it is in Kafka (the producer knows the partition's
+/// leader), then takes the broker down.
+async fn deliver_one_then_broker_down(
+    cluster: &KafkaCluster,
+    topic: &str,
+    s: &mut (impl tokio::io::AsyncWrite + Unpin),
+    line: &[u8],
+) {
+    s.write_all(line).await.unwrap();
+    assert_eq!(
+        read(cluster.bootstrap_servers(), topic, 1, 1, WAIT)
+            .await
+            .len(),
+        1
+    );
+    cluster.mock().broker_down(1).unwrap();
 }
