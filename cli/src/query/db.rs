@@ -41,6 +41,22 @@ pub struct Ran {
     pub cut: bool,
 }
 
+impl Ran {
+    /// Writes the header of a result without rows, when the statement has columns.
+    fn header(
+        &mut self,
+        writer: &mut dyn ResultWriter,
+        out: &mut dyn Write,
+        names: &[String],
+    ) -> Result<(), RunError> {
+        if !names.is_empty() {
+            writer.columns(out, names)?;
+            self.result = true;
+        }
+        Ok(())
+    }
+}
+
 /// A failure: the database's, or writing the output.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -170,18 +186,8 @@ impl Db {
                 }
                 if !ran.result && !*redshift {
                     // No row came: the header still prints when the statement has columns.
-                    let prepared = conn
-                        .prepare(sqlx::AssertSqlSafe(sql).into_sql_str())
-                        .await?;
-                    let names: Vec<String> = prepared
-                        .columns()
-                        .iter()
-                        .map(|c| c.name().to_string())
-                        .collect();
-                    if !names.is_empty() {
-                        writer.columns(out, &names)?;
-                        ran.result = true;
-                    }
+                    let names = prepared_columns(&mut *conn, sql).await?;
+                    ran.header(writer, out, &names)?;
                 }
             }
             Db::Sqlite(conn) => {
@@ -244,18 +250,8 @@ impl Db {
                     }
                 }
                 if !ran.result {
-                    let prepared = conn
-                        .prepare(sqlx::AssertSqlSafe(sql).into_sql_str())
-                        .await?;
-                    let names: Vec<String> = prepared
-                        .columns()
-                        .iter()
-                        .map(|c| c.name().to_string())
-                        .collect();
-                    if !names.is_empty() {
-                        writer.columns(out, &names)?;
-                        ran.result = true;
-                    }
+                    let names = prepared_columns(&mut *conn, sql).await?;
+                    ran.header(writer, out, &names)?;
                 }
             }
         }
@@ -272,6 +268,21 @@ impl Db {
             Db::Sqlite(conn) => conn.close().await,
         };
     }
+}
+
+/// The column names of `sql` as the database prepares it (for a header when no row came).
+async fn prepared_columns<'c, E: Executor<'c>>(
+    conn: E,
+    sql: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let prepared = conn
+        .prepare(sqlx::AssertSqlSafe(sql.to_string()).into_sql_str())
+        .await?;
+    Ok(prepared
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect())
 }
 
 fn columns<R: Row>(row: &R) -> Vec<String> {
