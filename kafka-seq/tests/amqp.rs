@@ -207,7 +207,12 @@ async fn a_dropped_connection_reconnects_and_unacked_deliveries_come_back() {
     publisher.publish("", &queue, b"held").await.unwrap();
 
     let proxy = Proxy::start(&url).await;
+    // Prefetch 1: RabbitMQ sends "held" only once it has processed the ack of "acked", so
+    // receiving "held" proves the ack reached the broker before the cut (an ack is not
+    // confirmed in AMQP; one still in flight when the connection drops is lost, and the
+    // message comes back: at least once).
     let mut stream = AmqpConfig::new(&proxy.url, &queue)
+        .prefetch(1)
         .backoff(Duration::from_millis(50), Duration::from_millis(500))
         .consume()
         .await
