@@ -203,16 +203,20 @@ async fn a_dropped_connection_reconnects_and_unacked_deliveries_come_back() {
     let queue = unique_name("kseq_dropped_");
     let publisher = AmqpPublisher::connect(&url).await.unwrap();
     publisher.declare_queue(&queue).await.unwrap();
-    publisher.publish("", &queue, b"acked").await.unwrap();
-    publisher.publish("", &queue, b"held").await.unwrap();
+    for body in ["acked", "held", "probe"] {
+        publisher
+            .publish("", &queue, body.as_bytes())
+            .await
+            .unwrap();
+    }
 
     let proxy = Proxy::start(&url).await;
-    // Prefetch 1: RabbitMQ sends "held" only once it has processed the ack of "acked", so
-    // receiving "held" proves the ack reached the broker before the cut (an ack is not
-    // confirmed in AMQP; one still in flight when the connection drops is lost, and the
-    // message comes back: at least once).
+    // Prefetch 2: RabbitMQ sends "acked" and "held", and "probe" only once it has processed
+    // the ack of "acked". Receiving "probe" proves the ack reached the broker before the cut
+    // (AMQP does not confirm acks: one still in flight when a connection drops is lost and
+    // its message comes back, at least once).
     let mut stream = AmqpConfig::new(&proxy.url, &queue)
-        .prefetch(1)
+        .prefetch(2)
         .backoff(Duration::from_millis(50), Duration::from_millis(500))
         .consume()
         .await
@@ -223,25 +227,30 @@ async fn a_dropped_connection_reconnects_and_unacked_deliveries_come_back() {
     let held = next(&mut stream).await;
     assert_eq!(&held.data[..], b"held");
     assert!(!held.redelivered);
+    let probe = next(&mut stream).await;
+    assert_eq!(&probe.data[..], b"probe");
     // The TCP connection goes away under the consumer.
     assert!(proxy.cut() > 0, "the consumer connected through the proxy");
+    // Dropped unacknowledged: it frees its place in the stream's prefetch window (sending
+    // nothing), so the stream can notice the loss while `held` is still held.
+    drop(probe);
     publisher.publish("", &queue, b"after").await.unwrap();
     // The stream reconnects (through the proxy, still accepting); the unacknowledged
-    // delivery comes back, marked redelivered, and nothing acked does.
+    // deliveries come back, marked redelivered, and nothing acked does.
     let mut seen = Vec::new();
-    while seen.len() < 2 {
+    while seen.len() < 3 {
         let d = next(&mut stream).await;
         assert_ne!(&d.data[..], b"acked", "an acked delivery came back");
         seen.push((String::from_utf8(d.data.to_vec()).unwrap(), d.redelivered));
         d.ack().await.unwrap();
     }
     seen.sort();
-    // "after" may have gone to the dying connection first (then it is redelivered too).
     assert_eq!(
         seen.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>(),
-        ["after", "held"]
+        ["after", "held", "probe"]
     );
     assert!(seen[1].1, "held comes back marked redelivered");
+    assert!(seen[2].1, "probe comes back marked redelivered");
     // Acking on the dead connection says so (RabbitMQ already requeued it).
     let err = held.ack().await.unwrap_err();
     assert!(
