@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,7 +56,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::ffi;
 use crate::metrics::{ConsumerMetrics, describe_once};
-use crate::offsets::{Part, Tracker};
+use crate::offsets::{Delivered, Part, Tracker};
 use crate::{Error, kafka_err};
 
 /// What to subscribe to.
@@ -250,6 +251,7 @@ impl ConsumerConfig {
         runtime.spawn(task.run(done_tx));
         Ok(KafkaStream {
             finished: false,
+            last: None,
             control: ConsumerControl {
                 shared,
                 done: done_rx,
@@ -431,6 +433,8 @@ impl Shared {
 pub struct KafkaStream {
     finished: bool,
     control: ConsumerControl,
+    /// The assignment the last message was delivered under (see [`Tracker::deliver`]).
+    last: Option<Arc<Part>>,
 }
 
 impl std::fmt::Debug for KafkaStream {
@@ -444,12 +448,286 @@ impl KafkaStream {
     pub fn control(&self) -> ConsumerControl {
         self.control.clone()
     }
+
+    /// Waits for a message, then hands it and up to `max - 1` more already fetched ones to
+    /// `f`, borrowed from librdkafka (nothing copied, no [`Ack`] made): the batch interface
+    /// for consumers that process messages synchronously as they come, such as writing them
+    /// to a file. A message is acknowledged when `f` returns, unless `f` took an [`Ack`] for
+    /// it ([`MessageRef::hold`]) or an owned copy ([`MessageRef::to_owned`]); if `f`
+    /// panics, the message is not acknowledged. `f` returning
+    /// [`ControlFlow::Break`] ends the batch after that message.
+    ///
+    /// Returns how many messages `f` was given; `None` once the stream ended (after
+    /// [`ConsumerControl::shutdown`]). Messages and batches mix freely with
+    /// [`StreamExt::next`](futures::StreamExt::next) on the same stream.
+    ///
+    /// `f` runs while the stream holds its client: [`ConsumerControl::seek`],
+    /// [`pause`](ConsumerControl::pause) and [`resume`](ConsumerControl::resume) called from
+    /// inside it fail (they would wait for the batch to end).
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] for a consumer error (messages before it in the batch were given
+    /// to `f` already); the stream goes on after it.
+    pub async fn next_batch<F>(&mut self, max: usize, mut f: F) -> Option<Result<usize, Error>>
+    where
+        F: FnMut(MessageRef<'_>) -> ControlFlow<()>,
+    {
+        std::future::poll_fn(|cx| self.poll_batch(cx, max.max(1), &mut f)).await
+    }
+
+    fn poll_batch<F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        f: &mut F,
+    ) -> Poll<Option<Result<usize, Error>>>
+    where
+        F: FnMut(MessageRef<'_>) -> ControlFlow<()>,
+    {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let shared = &self.control.shared;
+        let last = &mut self.last;
+        let mut given = 0;
+        let mut fetcher = shared.fetcher();
+        let outcome = loop {
+            if given >= max {
+                break BatchEnd::Given;
+            }
+            if shared.outstanding.load(Ordering::SeqCst) >= shared.max_unacked {
+                if given > 0 {
+                    break BatchEnd::Given;
+                }
+                shared.stream_waker.register(cx.waker());
+                if shared.outstanding.load(Ordering::SeqCst) >= shared.max_unacked
+                    && !shared.stopping.load(Ordering::SeqCst)
+                {
+                    return Poll::Pending;
+                }
+            }
+            let Some(fetch) = fetcher.as_mut() else {
+                break BatchEnd::End;
+            };
+            if shared.stopping.load(Ordering::SeqCst) {
+                break BatchEnd::End;
+            }
+            let step = fetch.with_dependent_mut(|_, messages| {
+                match messages.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(m))) => {
+                        let Some(delivered) =
+                            shared
+                                .tracker
+                                .deliver(last, m.topic(), m.partition(), m.offset())
+                        else {
+                            return Poll::Ready(Ok(ControlFlow::Continue(false)));
+                        };
+                        delivered.part.metrics.received.increment(1);
+                        let _in_batch = InBatch::enter();
+                        let flow = f(MessageRef {
+                                topic: &delivered.part.topic,
+                                partition: m.partition(),
+                                offset: m.offset(),
+                                key: m.key(),
+                                payload: m.payload(),
+                                timestamp: m.timestamp().to_millis(),
+                                message: &m,
+                                shared,
+                                delivered: &delivered,
+                                held: false,
+                            });
+                        Poll::Ready(Ok(match flow {
+                            ControlFlow::Continue(()) => ControlFlow::Continue(true),
+                            ControlFlow::Break(()) => ControlFlow::Break(()),
+                        }))
+                    }
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Err(Some(e))),
+                    Poll::Ready(None) => Poll::Ready(Err(None)),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            match step {
+                Poll::Ready(Ok(ControlFlow::Continue(counted))) => given += usize::from(counted),
+                Poll::Ready(Ok(ControlFlow::Break(()))) => {
+                    given += 1;
+                    break BatchEnd::Given;
+                }
+                Poll::Ready(Err(Some(e))) => break BatchEnd::Failed(e),
+                Poll::Ready(Err(None)) => break BatchEnd::End,
+                Poll::Pending => {
+                    if given > 0 {
+                        break BatchEnd::Given;
+                    }
+                    shared.stream_waker.register(cx.waker());
+                    if shared.stopping.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        };
+        drop(fetcher);
+        match outcome {
+            BatchEnd::Failed(e) => Poll::Ready(Some(Err(Error::Kafka {
+                op: format!("consume in group {}", shared.group),
+                source: e,
+            }))),
+            BatchEnd::End if given == 0 => {
+                self.finished = true;
+                Poll::Ready(None)
+            }
+            _ => Poll::Ready(Some(Ok(given))),
+        }
+    }
+}
+
+std::thread_local! {
+    /// Set while a [`KafkaStream::next_batch`] callback runs on this thread (which holds
+    /// the client: seek, pause and resume would wait for it forever).
+    static IN_BATCH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// [`IN_BATCH`] set while it lives (reset when the callback panics too).
+struct InBatch;
+
+impl InBatch {
+    fn enter() -> InBatch {
+        IN_BATCH.set(true);
+        InBatch
+    }
+}
+
+impl Drop for InBatch {
+    fn drop(&mut self) {
+        IN_BATCH.set(false);
+    }
+}
+
+/// Fails when called from inside a [`KafkaStream::next_batch`] callback.
+fn not_in_batch(op: impl FnOnce() -> String) -> Result<(), Error> {
+    if IN_BATCH.get() {
+        return Err(Error::Kafka {
+            op: op(),
+            source: KafkaError::Seek("called from inside a next_batch callback".into()),
+        });
+    }
+    Ok(())
+}
+
+/// A message borrowed from librdkafka during [`KafkaStream::next_batch`]: acknowledged
+/// when dropped, unless it was [held](Self::hold) or [copied](Self::to_owned).
+pub struct MessageRef<'a> {
+    /// The topic.
+    pub topic: &'a Arc<str>,
+    /// The partition.
+    pub partition: i32,
+    /// The offset within the partition.
+    pub offset: i64,
+    /// The key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The payload, if any (`None` for a tombstone).
+    pub payload: Option<&'a [u8]>,
+    /// Timestamp in milliseconds since the Unix epoch, if the message has one.
+    pub timestamp: Option<i64>,
+    message: &'a BorrowedMessage<'a>,
+    shared: &'a Arc<Shared>,
+    delivered: &'a Delivered,
+    held: bool,
+}
+
+impl std::fmt::Debug for MessageRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageRef")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MessageRef<'_> {
+    /// The partition assignment the message was delivered under (see
+    /// [`Ack::assignment`]).
+    pub fn assignment(&self) -> u64 {
+        self.delivered.part.id
+    }
+
+    /// The headers, copied, in order.
+    pub fn headers(&self) -> Vec<(String, Option<Bytes>)> {
+        headers(self.message)
+    }
+
+    /// Keeps the message unacknowledged past the callback: the returned [`Ack`] decides
+    /// (as for a [`KafkaMessage`]), and counts against
+    /// [`max_unacked`](ConsumerConfig::max_unacked).
+    pub fn hold(mut self) -> Ack {
+        self.held = true;
+        // Counted before the Ack exists: its drop releases it.
+        self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
+        Ack {
+            shared: self.shared.clone(),
+            part: self.delivered.part.clone(),
+            offset: self.offset,
+            tracked: self.delivered.tracked,
+            done: false,
+        }
+    }
+
+    /// An owned copy of the message, with its [`Ack`] ([`hold`](Self::hold)).
+    pub fn to_owned(self) -> KafkaMessage {
+        let topic = self.topic.clone();
+        let partition = self.partition;
+        let offset = self.offset;
+        let key = self.key.map(Bytes::copy_from_slice);
+        let payload = self.payload.map(Bytes::copy_from_slice);
+        let timestamp = self.timestamp;
+        let headers = headers(self.message);
+        KafkaMessage {
+            topic,
+            partition,
+            offset,
+            key,
+            payload,
+            timestamp,
+            headers,
+            ack: self.hold(),
+        }
+    }
+}
+
+impl Drop for MessageRef<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            return;
+        }
+        let part = &self.delivered.part;
+        if std::thread::panicking() {
+            part.metrics.nacked.increment(1);
+            if self.delivered.tracked {
+                part.nack(self.offset);
+            }
+        } else {
+            part.metrics.acked.increment(1);
+            if self.delivered.tracked {
+                part.ack(self.offset);
+            }
+        }
+    }
 }
 
 impl Drop for KafkaStream {
     fn drop(&mut self) {
         self.control.shutdown();
     }
+}
+
+/// Why a batch of [`KafkaStream::next_batch`] ended.
+enum BatchEnd {
+    /// It is full, `f` stopped it, or nothing more is fetched now.
+    Given,
+    Failed(KafkaError),
+    /// The stream ended.
+    End,
 }
 
 /// A fetched message turned into a [`KafkaMessage`], or why not.
@@ -470,6 +748,7 @@ impl Stream for KafkaStream {
             return Poll::Ready(None);
         }
         let shared = &this.control.shared;
+        let last = &mut this.last;
         loop {
             // max_unacked reached: wait for an acknowledgement (or shutdown).
             if shared.outstanding.load(Ordering::SeqCst) >= shared.max_unacked {
@@ -485,7 +764,7 @@ impl Stream for KafkaStream {
                 match fetcher.as_mut() {
                     Some(f) if !shared.stopping.load(Ordering::SeqCst) => {
                         f.with_dependent_mut(|_, messages| match messages.poll_next_unpin(cx) {
-                            Poll::Ready(Some(Ok(m))) => Poll::Ready(match message(shared, &m) {
+                            Poll::Ready(Some(Ok(m))) => Poll::Ready(match message(shared, last, &m) {
                                 Some(m) => Fetched::Message(m),
                                 None => Fetched::Stale,
                             }),
@@ -526,17 +805,15 @@ impl Stream for KafkaStream {
 
 /// Copies a fetched message out of librdkafka and starts tracking it; `None` when its
 /// partition is no longer assigned here.
-fn message(shared: &Arc<Shared>, m: &BorrowedMessage<'_>) -> Option<KafkaMessage> {
+fn message(
+    shared: &Arc<Shared>,
+    last: &mut Option<Arc<Part>>,
+    m: &BorrowedMessage<'_>,
+) -> Option<KafkaMessage> {
     let delivered = shared
         .tracker
-        .deliver(m.topic(), m.partition(), m.offset())?;
-    let headers = match m.headers() {
-        Some(h) => h
-            .iter()
-            .map(|h| (h.key.to_string(), h.value.map(Bytes::copy_from_slice)))
-            .collect(),
-        None => Vec::new(),
-    };
+        .deliver(last, m.topic(), m.partition(), m.offset())?;
+    let headers = headers(m);
     // Counted before the Ack exists: its drop releases it.
     shared.outstanding.fetch_add(1, Ordering::SeqCst);
     delivered.part.metrics.received.increment(1);
@@ -556,6 +833,17 @@ fn message(shared: &Arc<Shared>, m: &BorrowedMessage<'_>) -> Option<KafkaMessage
             done: false,
         },
     })
+}
+
+/// A message's headers, copied.
+fn headers(m: &BorrowedMessage<'_>) -> Vec<(String, Option<Bytes>)> {
+    match m.headers() {
+        Some(h) => h
+            .iter()
+            .map(|h| (h.key.to_string(), h.value.map(Bytes::copy_from_slice)))
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
 /// Shuts a [`KafkaStream`]'s consumer down; cheap to clone.
@@ -616,6 +904,7 @@ impl ConsumerControl {
         timeout: Duration,
     ) -> Result<u64, Error> {
         let op = || format!("seek {topic} [{partition}] to {to:?}");
+        not_in_batch(op)?;
         let offset = match to {
             SeekTo::Offset(o) => Offset::Offset(o),
             SeekTo::Beginning => Offset::Beginning,
@@ -667,6 +956,7 @@ impl ConsumerControl {
     fn pause_resume(&self, topic: &str, partition: i32, pause: bool) -> Result<(), Error> {
         let what = if pause { "pause" } else { "resume" };
         let op = || format!("{what} {topic} [{partition}]");
+        not_in_batch(op)?;
         let mut tpl = TopicPartitionList::with_capacity(1);
         tpl.add_partition(topic, partition);
         let fetcher = self.shared.fetcher();

@@ -70,7 +70,9 @@ mod pipe;
 pub mod producer;
 
 pub use crate::metrics::describe_metrics;
-pub use consumer::{Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream, SeekTo};
+pub use consumer::{
+    Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream, MessageRef, SeekTo,
+};
 pub use lane::{LaneReport, LaneReports, LaneSender, Ticket};
 pub use pipe::{PipeSender, PipeStream, pipe};
 pub use producer::{Delivered, DeliveryReport, KafkaProducer, KafkaSink, ProducerConfig, Record};

@@ -107,6 +107,31 @@ impl Part {
         }
     }
 
+    /// Starts tracking `offset`, delivered under this assignment: whether its ack can move
+    /// the commit point; `None` when the assignment ended.
+    fn deliver(&self, offset: i64) -> Option<bool> {
+        let mut state = self.lock();
+        if state.revoked {
+            return None;
+        }
+        if state.next.is_none_or(|n| n <= offset) {
+            state.next = Some(offset + 1);
+        }
+        Some(if state.limit.is_some() {
+            false
+        } else if state
+            .pending
+            .back()
+            .is_some_and(|(_, last, _)| *last >= offset)
+        {
+            // Offsets only grow within an assignment; a repeat is not tracked twice.
+            false
+        } else {
+            state.pending.push_back((offset, offset, false));
+            true
+        })
+    }
+
     /// Whether this assignment ended (revoked, assigned again, or sought).
     pub fn is_revoked(&self) -> bool {
         self.lock().revoked
@@ -242,27 +267,32 @@ impl Tracker {
 
     /// A message was fetched; `None` when its partition is not assigned (a stale message
     /// of a revoked partition, which must not be handed out).
-    pub fn deliver(&self, topic: &str, partition: i32, offset: i64) -> Option<Delivered> {
+    ///
+    /// `last` is the caller's cache of the assignment it delivered to before: when the
+    /// message belongs to it and it is still current, neither the tracker's lock nor a map
+    /// lookup is needed (consecutive messages mostly come from one partition). A revoked
+    /// assignment is seen as such here: [`assign`](Self::assign) and
+    /// [`revoke`](Self::revoke) mark it under its own lock, which this takes too.
+    pub fn deliver(
+        &self,
+        last: &mut Option<Arc<Part>>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Option<Delivered> {
+        if let Some(part) = last.as_ref()
+            && part.partition == partition
+            && *part.topic == *topic
+            && let Some(tracked) = part.deliver(offset)
+        {
+            return Some(Delivered {
+                part: part.clone(),
+                tracked,
+            });
+        }
         let part = self.lock().part(topic, partition)?.clone();
-        let tracked = {
-            let mut state = part.lock();
-            if state.next.is_none_or(|n| n <= offset) {
-                state.next = Some(offset + 1);
-            }
-            if state.limit.is_some() {
-                false
-            } else if state
-                .pending
-                .back()
-                .is_some_and(|(_, last, _)| *last >= offset)
-            {
-                // Offsets only grow within an assignment; a repeat is not tracked twice.
-                false
-            } else {
-                state.pending.push_back((offset, offset, false));
-                true
-            }
-        };
+        let tracked = part.deliver(offset)?;
+        *last = Some(part.clone());
         Some(Delivered { part, tracked })
     }
 
@@ -367,9 +397,9 @@ mod tests {
     fn only_the_contiguous_acked_prefix_is_committable() {
         let t = Tracker::default();
         t.assign("a", 0);
-        let p = t.deliver("a", 0, 10).unwrap().part;
+        let p = t.deliver(&mut None, "a", 0, 10).unwrap().part;
         for o in 11..15 {
-            t.deliver("a", 0, o).unwrap();
+            t.deliver(&mut None, "a", 0, o).unwrap();
         }
         p.ack(12);
         p.ack(13);
@@ -388,8 +418,8 @@ mod tests {
     fn gaps_in_offsets_do_not_block_commits() {
         let t = Tracker::default();
         t.assign("a", 3);
-        let p = t.deliver("a", 3, 5).unwrap().part;
-        t.deliver("a", 3, 9).unwrap(); // 6..8 compacted away or transaction markers
+        let p = t.deliver(&mut None, "a", 3, 5).unwrap().part;
+        t.deliver(&mut None, "a", 3, 9).unwrap(); // 6..8 compacted away or transaction markers
         p.ack(9);
         p.ack(5);
         assert_eq!(commits(&t), vec![("a".into(), 3, 10)]);
@@ -399,9 +429,9 @@ mod tests {
     fn nack_freezes_the_commit_point_before_it() {
         let t = Tracker::default();
         t.assign("a", 0);
-        let p = t.deliver("a", 0, 0).unwrap().part;
+        let p = t.deliver(&mut None, "a", 0, 0).unwrap().part;
         for o in 1..5 {
-            t.deliver("a", 0, o).unwrap();
+            t.deliver(&mut None, "a", 0, o).unwrap();
         }
         p.nack(2);
         for o in [1, 3, 4] {
@@ -410,7 +440,7 @@ mod tests {
         assert!(commits(&t).is_empty(), "0 is not acked yet");
         p.ack(0);
         assert_eq!(commits(&t), vec![("a".into(), 0, 2)]);
-        let later = t.deliver("a", 0, 5).unwrap();
+        let later = t.deliver(&mut None, "a", 0, 5).unwrap();
         assert!(!later.tracked);
         p.ack(5);
         assert!(commits(&t).is_empty());
@@ -421,14 +451,14 @@ mod tests {
     fn acks_of_an_old_assignment_are_ignored() {
         let t = Tracker::default();
         t.assign("a", 1);
-        let old = t.deliver("a", 1, 7).unwrap().part;
+        let old = t.deliver(&mut None, "a", 1, 7).unwrap().part;
         assert!(t.revoke("a", 1).is_none());
         assert!(
-            t.deliver("a", 1, 8).is_none(),
+            t.deliver(&mut None, "a", 1, 8).is_none(),
             "revoked partitions are not handed out"
         );
         t.assign("a", 1);
-        let new = t.deliver("a", 1, 7).unwrap().part;
+        let new = t.deliver(&mut None, "a", 1, 7).unwrap().part;
         assert!(!Arc::ptr_eq(&old, &new));
         old.ack(7);
         assert!(commits(&t).is_empty());
@@ -436,7 +466,7 @@ mod tests {
         assert_eq!(commits(&t), vec![("a".into(), 1, 8)]);
         // Assigned again without a revoke in between: the older assignment stops counting.
         t.assign("a", 1);
-        let newer = t.deliver("a", 1, 8).unwrap().part;
+        let newer = t.deliver(&mut None, "a", 1, 8).unwrap().part;
         new.ack(8);
         assert!(commits(&t).is_empty());
         newer.ack(8);
@@ -444,16 +474,41 @@ mod tests {
     }
 
     #[test]
+    fn the_cached_assignment_is_used_only_while_current() {
+        let t = Tracker::default();
+        t.assign("a", 1);
+        t.assign("b", 1);
+        let mut last = None;
+        let first = t.deliver(&mut last, "a", 1, 0).unwrap().part;
+        assert!(Arc::ptr_eq(last.as_ref().unwrap(), &first));
+        // Another partition (same number, other topic) is looked up and cached.
+        let b = t.deliver(&mut last, "b", 1, 0).unwrap().part;
+        assert!(!Arc::ptr_eq(&first, &b) && Arc::ptr_eq(last.as_ref().unwrap(), &b));
+        let again = t.deliver(&mut last, "a", 1, 1).unwrap().part;
+        assert!(Arc::ptr_eq(&first, &again));
+        // Assigned anew: the cached one is revoked, the new one is found and cached.
+        t.assign("a", 1);
+        let second = t.deliver(&mut last, "a", 1, 5).unwrap().part;
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(Arc::ptr_eq(last.as_ref().unwrap(), &second));
+        // Revoked: nothing is handed out, cache or not.
+        t.revoke("a", 1);
+        assert!(t.deliver(&mut last, "a", 1, 6).is_none());
+        second.ack(5);
+        assert!(commits(&t).is_empty());
+    }
+
+    #[test]
     fn revoke_returns_uncommitted_progress() {
         let t = Tracker::default();
         t.assign("a", 0);
         t.assign("b", 2);
-        let pa = t.deliver("a", 0, 0).unwrap().part;
+        let pa = t.deliver(&mut None, "a", 0, 0).unwrap().part;
         pa.ack(0);
-        let pb = t.deliver("b", 2, 4).unwrap().part;
+        let pb = t.deliver(&mut None, "b", 2, 4).unwrap().part;
         pb.ack(4);
         assert_eq!(commits(&t).len(), 2);
-        t.deliver("a", 0, 1).unwrap();
+        t.deliver(&mut None, "a", 0, 1).unwrap();
         pa.ack(1);
         assert_eq!(t.assignment().len(), 2);
         assert_eq!(t.revoke("a", 0).map(|(o, _)| o), Some(2));
@@ -470,14 +525,14 @@ mod tests {
         metrics::with_local_recorder(&recorder, || t.assign("m", 2));
         let labels = [("partition", "2"), ("topic", "m")];
         let gauge = |name: &str| recorder.snapshot().gauge(name, &labels);
-        let p = t.deliver("m", 2, 10).unwrap().part;
+        let p = t.deliver(&mut None, "m", 2, 10).unwrap().part;
         p.sample_lag(20);
         assert_eq!(
             gauge("kafka_seq_consumer_lag"),
             Some(9.0),
             "next to hand out: 11"
         );
-        t.deliver("m", 2, 11).unwrap();
+        t.deliver(&mut None, "m", 2, 11).unwrap();
         p.sample_lag(20);
         assert_eq!(gauge("kafka_seq_consumer_lag"), Some(8.0));
         p.sample_lag(5);
@@ -527,7 +582,7 @@ mod tests {
             part.sample_lag(7);
         }
         assert_eq!(lag(), Some(0.0), "registered, not set (7 would be a guess)");
-        t.deliver("n", 0, 5).unwrap();
+        t.deliver(&mut None, "n", 0, 5).unwrap();
         for part in t.parts() {
             part.sample_lag(7);
         }
@@ -538,17 +593,17 @@ mod tests {
     fn acknowledged_runs_take_one_entry() {
         let t = Tracker::default();
         t.assign("a", 0);
-        let p = t.deliver("a", 0, 100).unwrap().part;
+        let p = t.deliver(&mut None, "a", 0, 100).unwrap().part;
         // The first is held; the many after it are acknowledged at once.
         for o in 101..10_000 {
-            t.deliver("a", 0, o).unwrap();
+            t.deliver(&mut None, "a", 0, o).unwrap();
             p.ack(o);
         }
         assert_eq!(t.pending(), 2, "the held offset and one acknowledged run");
         assert!(commits(&t).is_empty(), "100 is held");
-        t.deliver("a", 0, 10_000).unwrap(); // held too (the next batch's first)
+        t.deliver(&mut None, "a", 0, 10_000).unwrap(); // held too (the next batch's first)
         for o in 10_001..10_010 {
-            t.deliver("a", 0, o).unwrap();
+            t.deliver(&mut None, "a", 0, o).unwrap();
             p.ack(o);
         }
         assert_eq!(t.pending(), 4);
@@ -564,9 +619,9 @@ mod tests {
     fn out_of_order_acks_inside_runs() {
         let t = Tracker::default();
         t.assign("a", 0);
-        let p = t.deliver("a", 0, 0).unwrap().part;
+        let p = t.deliver(&mut None, "a", 0, 0).unwrap().part;
         for o in 1..6 {
-            t.deliver("a", 0, o).unwrap();
+            t.deliver(&mut None, "a", 0, o).unwrap();
         }
         for o in [3, 2, 5, 1] {
             p.ack(o);
@@ -582,10 +637,10 @@ mod tests {
     fn assignments_have_ids_and_know_they_ended() {
         let t = Tracker::default();
         t.assign("a", 0);
-        let first = t.deliver("a", 0, 1).unwrap().part;
+        let first = t.deliver(&mut None, "a", 0, 1).unwrap().part;
         assert!(!first.is_revoked());
         t.assign("a", 0); // a seek or a new assignment
-        let second = t.deliver("a", 0, 1).unwrap().part;
+        let second = t.deliver(&mut None, "a", 0, 1).unwrap().part;
         assert!(first.is_revoked() && !second.is_revoked());
         assert_ne!(first.id, second.id);
         assert!(t.is_assigned("a", 0) && !t.is_assigned("a", 1));
@@ -597,7 +652,7 @@ mod tests {
     fn failed_commits_are_retried() {
         let t = Tracker::default();
         t.assign("a", 0);
-        let p = t.deliver("a", 0, 0).unwrap().part;
+        let p = t.deliver(&mut None, "a", 0, 0).unwrap().part;
         p.ack(0);
         assert_eq!(commits(&t), vec![("a".into(), 0, 1)]);
         t.commit_failed("a", 0, 1);

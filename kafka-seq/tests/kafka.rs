@@ -1019,3 +1019,110 @@ async fn a_lane_reports_a_failed_delivery_and_lanes_closed_in_flight_are_harmles
     }
     timeout(WAIT, producer.flush()).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_borrow_messages_ack_them_on_return_and_held_ones_stop_the_commit() {
+    let cluster = KafkaCluster::start(1);
+    let brokers = cluster.bootstrap_servers().to_string();
+    let topic = unique_name("batch-");
+    let group = unique_name("g-");
+    cluster.create_topic(&topic, 3);
+    let n = 3000;
+    produce(&brokers, &topic, 0..n, 3).await;
+
+    let mut stream = consumer(&brokers, &group, &topic);
+    let control = stream.control();
+    // Per partition, the payloads seen in order; partition 1's offsets 100 and 200 are held
+    // (batches and `next` mix: every eighth batch is followed by one `next`).
+    let mut seen: Vec<Vec<usize>> = vec![Vec::new(); 3];
+    let mut held = Vec::new();
+    let mut owned = Vec::new();
+    let mut batches = 0;
+    let mut breaks = 0;
+    let mut nexts = 0;
+    while seen.iter().map(Vec::len).sum::<usize>() < n {
+        assert!(batches < 100_000, "bounded");
+        batches += 1;
+        let got = timeout(
+            WAIT,
+            stream.next_batch(64, |m| {
+                let p = usize::try_from(m.partition).unwrap();
+                let v: usize = std::str::from_utf8(m.payload.unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert_eq!(m.key, m.payload, "key and payload borrowed as produced");
+                assert_eq!(v % 3, p);
+                seen[p].push(v);
+                // Inside a batch the client is taken: seek and pause refuse at once.
+                if m.offset == 7 && m.partition == 2 {
+                    assert!(control.pause(&topic, 2).is_err());
+                }
+                if m.partition == 1 && (m.offset == 100 || m.offset == 200) {
+                    held.push(m.hold());
+                } else if m.partition == 1 && m.offset == 150 {
+                    owned.push(m.to_owned());
+                    breaks += 1;
+                    return std::ops::ControlFlow::Break(());
+                }
+                std::ops::ControlFlow::Continue(())
+            }),
+        )
+        .await
+        .expect("a batch within the time limit")
+        .expect("the stream goes on")
+        .expect("no consumer error");
+        assert!((1..=64).contains(&got));
+        if batches % 8 == 0 && seen.iter().map(Vec::len).sum::<usize>() < n {
+            let m = next(&mut stream).await;
+            let p = usize::try_from(m.partition).unwrap();
+            seen[p].push(id(&m));
+            nexts += 1;
+            if m.partition == 1 && m.offset == 200 {
+                held.push(m.ack);
+            } else {
+                m.ack.ack();
+            }
+        }
+    }
+    assert!(nexts > 0);
+    assert_eq!(breaks, 1);
+    for (p, values) in seen.iter().enumerate() {
+        let want: Vec<usize> = (0..n).filter(|v| v % 3 == p).collect();
+        assert_eq!(values, &want, "partition {p}: every message once, in order");
+    }
+    let copy = owned.pop().unwrap();
+    assert_eq!((copy.offset, id(&copy)), (150, 451));
+    copy.ack.ack();
+    // Partitions 0 and 2 are committed to their end; 1 stops at the held offset 100.
+    wait_committed(&brokers, &group, &topic, &[1000, 100, 1000]).await;
+    let (first, second) = (held.remove(0), held.remove(0));
+    assert_eq!(first.assignment(), second.assignment());
+    first.ack();
+    wait_committed(&brokers, &group, &topic, &[1000, 200, 1000]).await;
+    second.ack();
+    wait_committed(&brokers, &group, &topic, &[1000, 1000, 1000]).await;
+
+    // A callback that panics acknowledges nothing: the commit stops before its message.
+    produce(&brokers, &topic, n..n + 3, 3).await;
+    let (mut panicked, mut passed) = (0, 0);
+    for _ in 0..1000 {
+        if panicked + passed == 3 {
+            break;
+        }
+        let batch = stream.next_batch(1, |m| {
+            assert!(m.partition != 0, "processing failed");
+            std::ops::ControlFlow::Continue(())
+        });
+        match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(batch)).await {
+            Ok(r) => passed += r.unwrap().unwrap(),
+            Err(_) => panicked += 1,
+        }
+    }
+    assert_eq!((panicked, passed), (1, 2));
+    // The other partitions' new messages are acknowledged; partition 0 stays at 1000.
+    wait_committed(&brokers, &group, &topic, &[1000, 1001, 1001]).await;
+    control.shutdown();
+    drop(stream);
+    timeout(WAIT, control.closed()).await.unwrap().unwrap();
+}
