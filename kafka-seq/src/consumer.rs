@@ -512,39 +512,37 @@ impl KafkaStream {
             if shared.stopping.load(Ordering::SeqCst) {
                 break BatchEnd::End;
             }
-            let step = fetch.with_dependent_mut(|_, messages| {
-                match messages.poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(m))) => {
-                        let Some(delivered) =
-                            shared
-                                .tracker
-                                .deliver(last, m.topic(), m.partition(), m.offset())
-                        else {
-                            return Poll::Ready(Ok(ControlFlow::Continue(false)));
-                        };
-                        delivered.part.metrics.received.increment(1);
-                        let _in_batch = InBatch::enter();
-                        let flow = f(MessageRef {
-                                topic: &delivered.part.topic,
-                                partition: m.partition(),
-                                offset: m.offset(),
-                                key: m.key(),
-                                payload: m.payload(),
-                                timestamp: m.timestamp().to_millis(),
-                                message: &m,
-                                shared,
-                                delivered: &delivered,
-                                held: false,
-                            });
-                        Poll::Ready(Ok(match flow {
-                            ControlFlow::Continue(()) => ControlFlow::Continue(true),
-                            ControlFlow::Break(()) => ControlFlow::Break(()),
-                        }))
-                    }
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Err(Some(e))),
-                    Poll::Ready(None) => Poll::Ready(Err(None)),
-                    Poll::Pending => Poll::Pending,
+            let step = fetch.with_dependent_mut(|_, messages| match messages.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(m))) => {
+                    let Some(delivered) =
+                        shared
+                            .tracker
+                            .deliver(last, m.topic(), m.partition(), m.offset())
+                    else {
+                        return Poll::Ready(Ok(ControlFlow::Continue(false)));
+                    };
+                    delivered.part.metrics.received.increment(1);
+                    let _in_batch = InBatch::enter();
+                    let flow = f(MessageRef {
+                        topic: &delivered.part.topic,
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key(),
+                        payload: m.payload(),
+                        timestamp: m.timestamp().to_millis(),
+                        message: &m,
+                        shared,
+                        delivered: &delivered,
+                        held: false,
+                    });
+                    Poll::Ready(Ok(match flow {
+                        ControlFlow::Continue(()) => ControlFlow::Continue(true),
+                        ControlFlow::Break(()) => ControlFlow::Break(()),
+                    }))
                 }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Err(Some(e))),
+                Poll::Ready(None) => Poll::Ready(Err(None)),
+                Poll::Pending => Poll::Pending,
             });
             match step {
                 Poll::Ready(Ok(ControlFlow::Continue(counted))) => given += usize::from(counted),
@@ -764,10 +762,12 @@ impl Stream for KafkaStream {
                 match fetcher.as_mut() {
                     Some(f) if !shared.stopping.load(Ordering::SeqCst) => {
                         f.with_dependent_mut(|_, messages| match messages.poll_next_unpin(cx) {
-                            Poll::Ready(Some(Ok(m))) => Poll::Ready(match message(shared, last, &m) {
-                                Some(m) => Fetched::Message(m),
-                                None => Fetched::Stale,
-                            }),
+                            Poll::Ready(Some(Ok(m))) => {
+                                Poll::Ready(match message(shared, last, &m) {
+                                    Some(m) => Fetched::Message(m),
+                                    None => Fetched::Stale,
+                                })
+                            }
                             Poll::Ready(Some(Err(e))) => Poll::Ready(Fetched::Failed(e)),
                             Poll::Ready(None) => Poll::Ready(Fetched::End),
                             Poll::Pending => Poll::Pending,

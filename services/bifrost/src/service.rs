@@ -3,12 +3,15 @@
 //! down consistently.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
-use kafka_seq::{Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream, SeekTo};
+use futures::StreamExt;
+use kafka_seq::{
+    Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream, MessageRef, SeekTo,
+};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use regex::Regex;
@@ -21,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::meta::{HEADER_READ, ObjectRange};
 use crate::metrics::{PartitionMetrics, describe_metrics};
-use crate::spool::{self, Command, Entry, SKIPPED, SpoolDir, VALUE};
+use crate::spool::{self, Batch, Command, SKIPPED, SpoolDir, VALUE};
 use crate::token;
 use crate::upload::{FinishedSpool, Progress, ReplayPlan, UploadJob, Uploader, Uploads};
 
@@ -177,6 +180,50 @@ enum AfterSeek {
     Replay,
 }
 
+/// A message's acknowledgement, as the consuming loop got it.
+enum Incoming<'a> {
+    /// From an owned message.
+    Owned(Ack),
+    /// From a message borrowed in a batch.
+    Borrowed(MessageRef<'a>),
+}
+
+impl Incoming<'_> {
+    /// Processed: acknowledged.
+    fn done(self) {
+        match self {
+            Incoming::Owned(ack) => ack.ack(),
+            // Acknowledged when the batch's callback returns.
+            Incoming::Borrowed(m) => drop(m),
+        }
+    }
+
+    /// Kept unacknowledged (a file's first message).
+    fn hold(self) -> Ack {
+        match self {
+            Incoming::Owned(ack) => ack,
+            Incoming::Borrowed(m) => m.hold(),
+        }
+    }
+}
+
+/// What is due after a message was appended.
+enum Next {
+    Go,
+    Rotate,
+    Flush,
+}
+
+/// What a batch left to do (it stopped there).
+enum After {
+    /// A message that needs the full (async) path: a new assignment, a paused or
+    /// unsettled partition, a failing tombstone.
+    Message(KafkaMessage),
+    Rotate(usize),
+    Flush,
+    Failed(Error),
+}
+
 /// One partition as the consumer sees it.
 struct Part {
     topic: Arc<str>,
@@ -211,10 +258,9 @@ struct Archiver {
     last: Option<(usize, i32, usize)>,
     spool: SpoolDir,
     spool_tx: mpsc::Sender<Command>,
-    recycle: mpsc::Receiver<Vec<Entry>>,
-    batch: Vec<Entry>,
-    batch_bytes: u64,
-    batch_max: u64,
+    recycle: mpsc::Receiver<Batch>,
+    batch: Batch,
+    batch_max: usize,
     next_spool: u64,
     uploads: Arc<Uploads>,
     uploaders: JoinSet<()>,
@@ -331,9 +377,8 @@ pub async fn run_with_store(
         spool,
         spool_tx,
         recycle,
-        batch: Vec::new(),
-        batch_bytes: 0,
-        batch_max: (budget / 8 / (BATCHES as u64 + 2)).clamp(64 << 10, 8 << 20),
+        batch: Batch::default(),
+        batch_max: (budget / 8 / (BATCHES as u64 + 2)).clamp(64 << 10, 8 << 20) as usize,
         next_spool: 1,
         uploads,
         uploaders: JoinSet::new(),
@@ -358,43 +403,43 @@ impl Archiver {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Registered once, not once per message.
         let mut stopped = std::pin::pin!(stop.cancelled());
-        let result = 'consume: loop {
-            tokio::select! {
+        /// What woke the loop.
+        enum Step {
+            Stop,
+            Fatal(Error),
+            Tick,
+            Batch(Option<std::result::Result<usize, kafka_seq::Error>>),
+        }
+        let result = loop {
+            let mut after = None;
+            let step = tokio::select! {
                 biased;
-                () = &mut stopped => break Ok(()),
-                Some(e) = fatal.recv() => break Err(e),
-                _ = ticker.tick() => {
-                    if let Err(e) = self.tick().await {
-                        break Err(e);
-                    }
+                () = &mut stopped => Step::Stop,
+                Some(e) = fatal.recv() => Step::Fatal(e),
+                _ = ticker.tick() => Step::Tick,
+                // Up to DRAIN already fetched messages are handled before the other
+                // branches are polled again (they cost more than a message).
+                r = stream.next_batch(DRAIN, |m| self.on_borrowed(m, &mut after)) => Step::Batch(r),
+            };
+            let done = match step {
+                Step::Stop => break Ok(()),
+                Step::Fatal(e) => break Err(e),
+                Step::Tick => self.tick().await,
+                Step::Batch(None) => break Ok(()),
+                Step::Batch(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    Ok(())
                 }
-                m = stream.next() => match m {
-                    Some(Ok(m)) => {
-                        if let Err(e) = self.on_message(m).await {
-                            break Err(e);
-                        }
-                        // Take what is already fetched before polling the other branches
-                        // again (they cost more than a message); they are polled at least
-                        // every DRAIN messages.
-                        for _ in 0..DRAIN {
-                            match stream.next().now_or_never() {
-                                Some(Some(Ok(m))) => {
-                                    if let Err(e) = self.on_message(m).await {
-                                        break 'consume Err(e);
-                                    }
-                                }
-                                Some(Some(Err(e))) => {
-                                    tracing::warn!(error = %e, "consumer error");
-                                    break;
-                                }
-                                Some(None) => break 'consume Ok(()),
-                                None => break,
-                            }
-                        }
-                    }
-                    Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                    None => break Ok(()),
+                Step::Batch(Some(Ok(_))) => match after {
+                    None => Ok(()),
+                    Some(After::Message(m)) => self.on_message(m).await,
+                    Some(After::Rotate(i)) => self.rotate(i).await,
+                    Some(After::Flush) => self.flush().await,
+                    Some(After::Failed(e)) => Err(e),
                 },
+            };
+            if let Err(e) = done {
+                break Err(e);
             }
         };
         // The stream goes away here; its consumer commits and leaves the group once every
@@ -485,22 +530,74 @@ impl Archiver {
                 let _ = self.parts[i].uploader.send(UploadJob::Replay(plan)).await;
             }
         }
+        if !self.parts[i].archived {
+            // Fetched before the pause took effect: not archived (dropped unacknowledged).
+            return Ok(());
+        }
+        let KafkaMessage {
+            offset,
+            payload,
+            ack,
+            ..
+        } = m;
+        match self.append(i, offset, payload.as_deref(), Incoming::Owned(ack))? {
+            Next::Go => Ok(()),
+            Next::Rotate => self.rotate(i).await,
+            Next::Flush => self.flush().await,
+        }
+    }
+
+    /// The fast path of a message borrowed in a batch: appended when it belongs to the
+    /// partition's current, settled, archived assignment; otherwise (or when a rotation
+    /// or a flush is due after it) the batch stops and `after` says what is left to do.
+    fn on_borrowed(&mut self, m: MessageRef<'_>, after: &mut Option<After>) -> ControlFlow<()> {
+        let i = self.part_index(m.topic, m.partition);
+        let assignment = m.assignment();
+        let p = &self.parts[i];
+        let slow = p.assignment != assignment
+            || !p.archived
+            || (self.cfg.tokens && p.settled != assignment)
+            || (m.payload.is_none() && matches!(self.cfg.tombstones, Tombstones::Fail));
+        if slow {
+            *after = Some(After::Message(m.to_owned()));
+            return ControlFlow::Break(());
+        }
+        let (offset, payload) = (m.offset, m.payload);
+        *after = match self.append(i, offset, payload, Incoming::Borrowed(m)) {
+            Ok(Next::Go) => return ControlFlow::Continue(()),
+            Ok(Next::Rotate) => Some(After::Rotate(i)),
+            Ok(Next::Flush) => Some(After::Flush),
+            Err(e) => Some(After::Failed(e)),
+        };
+        ControlFlow::Break(())
+    }
+
+    /// Appends a message of partition `i`'s current assignment to its open file (opening
+    /// one, which holds the message's acknowledgement: the commit cannot pass a file's
+    /// first message before the file is uploaded), and says what is due next.
+    fn append(
+        &mut self,
+        i: usize,
+        offset: i64,
+        payload: Option<&[u8]>,
+        ack: Incoming<'_>,
+    ) -> Result<Next> {
         let p = &mut self.parts[i];
-        p.consumed_next = m.offset + 1;
+        p.consumed_next = offset + 1;
         p.metrics.received.increment(1);
         self.outcome.messages += 1;
-        let (flag, value) = match m.payload {
+        let (flag, value) = match payload {
             Some(v) => (VALUE, v),
             None => {
                 p.metrics.tombstones.increment(1);
                 match self.cfg.tombstones {
-                    Tombstones::Skip => (SKIPPED, bytes::Bytes::new()),
-                    Tombstones::Empty => (VALUE, bytes::Bytes::new()),
+                    Tombstones::Skip => (SKIPPED, &[][..]),
+                    Tombstones::Empty => (VALUE, &[][..]),
                     Tombstones::Fail => {
                         return Err(Error::Tombstone {
                             topic: p.topic.to_string(),
                             partition: p.partition,
-                            offset: m.offset,
+                            offset,
                         });
                     }
                 }
@@ -509,7 +606,7 @@ impl Archiver {
         let size = spool::OVERHEAD + value.len() as u64;
         let open = match &mut p.open {
             Some(open) => {
-                m.ack.ack(); // the file's first message is held: the commit cannot pass it
+                ack.done();
                 open
             }
             None => {
@@ -517,32 +614,27 @@ impl Archiver {
                 self.next_spool += 1;
                 p.open.insert(OpenSpool {
                     id,
-                    first: m.offset,
-                    last: m.offset,
+                    first: offset,
+                    last: offset,
                     entries: 0,
                     bytes: 0,
-                    held: m.ack,
+                    held: ack.hold(),
                     opened: Instant::now(),
                 })
             }
         };
-        open.last = m.offset;
+        open.last = offset;
         open.entries += 1;
         open.bytes += size;
         let rotate = open.entries >= self.cfg.rotate_records || open.bytes >= self.cfg.rotate_bytes;
-        self.batch.push(Entry {
-            spool: open.id,
-            offset: m.offset,
-            flag,
-            value,
-        });
-        self.batch_bytes += size;
-        if rotate {
-            self.rotate(i).await?;
-        } else if self.batch_bytes >= self.batch_max {
-            self.flush().await?;
-        }
-        Ok(())
+        self.batch.push(open.id, offset, flag, value);
+        Ok(if rotate {
+            Next::Rotate
+        } else if self.batch.bytes() >= self.batch_max {
+            Next::Flush
+        } else {
+            Next::Go
+        })
     }
 
     async fn send(&self, cmd: Command) -> Result<()> {
@@ -557,12 +649,8 @@ impl Archiver {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let next = self
-            .recycle
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(self.batch.capacity()));
+        let next = self.recycle.try_recv().unwrap_or_default();
         let batch = std::mem::replace(&mut self.batch, next);
-        self.batch_bytes = 0;
         self.send(Command::Write(batch)).await
     }
 

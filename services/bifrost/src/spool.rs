@@ -1,8 +1,8 @@
 //! Local spool files: one per open partition file, written by one dedicated thread.
 //!
-//! The consuming task hands records over in batches (the payloads kafka-seq already copied
-//! out of librdkafka, not copied again) through a bounded channel; the writer thread appends
-//! them to their spool files and, when a file is finished, closes it and hands it to its
+//! The consuming task formats records into batches (each value copied once, from
+//! librdkafka's fetch buffer into the batch) and hands them over through a bounded channel;
+//! the writer thread appends them to their spool files and, when a file is finished, closes it and hands it to its
 //! partition's uploader. A spool record is a Baldr record whose payload is the message's
 //! offset (8 bytes, big-endian), a flag (1: a skipped tombstone, no value) and the value.
 //! Compression happens only when a file is uploaded, a few at a time, so memory does not
@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
@@ -29,26 +28,54 @@ pub const SKIPPED: u8 = 1;
 pub const OVERHEAD: u64 = 8 + 8 + 1;
 /// Open spool files kept at once; past it the writer closes them all and reopens on demand.
 const MAX_OPEN: usize = 512;
-const WRITE_BUF: usize = 256 * 1024;
 
-/// One message for a spool file.
-#[derive(Debug)]
-pub struct Entry {
-    /// The spool file's id.
-    pub spool: u64,
-    /// The message's offset.
-    pub offset: i64,
-    /// [`VALUE`] or [`SKIPPED`].
-    pub flag: u8,
-    /// The value (empty for a skipped tombstone).
-    pub value: Bytes,
+/// Messages for spool files, already in the spool's record format, back to back: one
+/// copy of each value (from librdkafka's buffer into this one), written by the writer
+/// thread with one `write` per run of records of the same file. Reused (the writer sends
+/// it back emptied).
+#[derive(Debug, Default)]
+pub struct Batch {
+    data: Vec<u8>,
+    /// Consecutive records of one spool file: its id and where they end in `data`.
+    runs: Vec<(u64, usize)>,
+}
+
+impl Batch {
+    /// Appends a message for spool file `spool`.
+    pub fn push(&mut self, spool: u64, offset: i64, flag: u8, value: &[u8]) {
+        let len = 9 + value.len() as u64;
+        self.data.extend_from_slice(&len.to_be_bytes());
+        self.data.extend_from_slice(&offset.to_be_bytes());
+        self.data.push(flag);
+        self.data.extend_from_slice(value);
+        match self.runs.last_mut() {
+            Some((id, end)) if *id == spool => *end = self.data.len(),
+            _ => self.runs.push((spool, self.data.len())),
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Empties it (keeping its allocation).
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.runs.clear();
+    }
 }
 
 /// What the writer thread does, in order.
 #[derive(Debug)]
 pub enum Command {
-    /// Append these entries.
-    Write(Vec<Entry>),
+    /// Append these records.
+    Write(Batch),
     /// The file is complete: close it and give `job` to the uploader.
     Finish {
         /// The spool file's id.
@@ -142,7 +169,7 @@ pub fn start_writer(
     dir: PathBuf,
     bytes: Arc<AtomicI64>,
     mut commands: mpsc::Receiver<Command>,
-    recycle: mpsc::Sender<Vec<Entry>>,
+    recycle: mpsc::Sender<Batch>,
 ) -> Result<std::thread::JoinHandle<Result<()>>> {
     std::thread::Builder::new()
         .name("bifrost-spool".into())
@@ -151,20 +178,19 @@ pub fn start_writer(
                 dir,
                 bytes,
                 open: HashMap::new(),
-                buf: Vec::with_capacity(WRITE_BUF),
                 failed: None,
             };
             while let Some(cmd) = commands.blocking_recv() {
                 match cmd {
-                    Command::Write(mut entries) => {
+                    Command::Write(mut batch) => {
                         if w.failed.is_none()
-                            && let Err(e) = w.write(&entries)
+                            && let Err(e) = w.write(&batch)
                         {
                             tracing::error!(error = %e, "spool write failed");
                             w.failed = Some(e);
                         }
-                        entries.clear();
-                        let _ = recycle.try_send(entries);
+                        batch.clear();
+                        let _ = recycle.try_send(batch);
                     }
                     Command::Finish { spool, job, to } => {
                         w.open.remove(&spool);
@@ -200,40 +226,23 @@ struct Writer {
     dir: PathBuf,
     bytes: Arc<AtomicI64>,
     open: HashMap<u64, File>,
-    buf: Vec<u8>,
     failed: Option<Error>,
 }
 
 impl Writer {
-    fn write(&mut self, entries: &[Entry]) -> Result<()> {
-        let mut current = None;
-        for e in entries {
-            if current != Some(e.spool) || self.buf.len() + e.value.len() + 17 > WRITE_BUF {
-                if let Some(id) = current {
-                    self.flush(id)?;
-                }
-                current = Some(e.spool);
-            }
-            let len = 9 + e.value.len() as u64;
-            self.buf.extend_from_slice(&len.to_be_bytes());
-            self.buf.extend_from_slice(&e.offset.to_be_bytes());
-            self.buf.push(e.flag);
-            if e.value.len() > WRITE_BUF {
-                self.flush(e.spool)?;
-                self.file(e.spool)?
-                    .write_all(&e.value)
-                    .map_err(|source| Error::Spool {
-                        path: file_of(&self.dir, e.spool),
-                        source,
-                    })?;
-                self.bytes
-                    .fetch_add(e.value.len() as i64, Ordering::Relaxed);
-            } else {
-                self.buf.extend_from_slice(&e.value);
-            }
-        }
-        if let Some(id) = current {
-            self.flush(id)?;
+    fn write(&mut self, batch: &Batch) -> Result<()> {
+        let mut start = 0;
+        for &(id, end) in &batch.runs {
+            let records = &batch.data[start..end];
+            start = end;
+            self.file(id)?
+                .write_all(records)
+                .map_err(|source| Error::Spool {
+                    path: file_of(&self.dir, id),
+                    source,
+                })?;
+            self.bytes
+                .fetch_add(records.len() as i64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -254,22 +263,6 @@ impl Writer {
                 Ok(v.insert(f))
             }
         }
-    }
-
-    fn flush(&mut self, id: u64) -> Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let buf = std::mem::take(&mut self.buf);
-        let path = file_of(&self.dir, id);
-        let result = self.file(id).and_then(|f| {
-            f.write_all(&buf)
-                .map_err(|source| Error::Spool { path, source })
-        });
-        self.bytes.fetch_add(buf.len() as i64, Ordering::Relaxed);
-        self.buf = buf;
-        self.buf.clear();
-        result
     }
 }
 
@@ -353,37 +346,17 @@ mod tests {
         let (rtx, mut rrx) = mpsc::channel(4);
         let writer =
             start_writer(spool.path().to_path_buf(), spool.bytes.clone(), rx, rtx).unwrap();
-        let big = Bytes::from(vec![7u8; WRITE_BUF + 10]);
-        let entries = vec![
-            Entry {
-                spool: 1,
-                offset: 10,
-                flag: VALUE,
-                value: Bytes::from_static(b"a"),
-            },
-            Entry {
-                spool: 2,
-                offset: 3,
-                flag: VALUE,
-                value: Bytes::from_static(b"x"),
-            },
-            Entry {
-                spool: 1,
-                offset: 11,
-                flag: SKIPPED,
-                value: Bytes::new(),
-            },
-            Entry {
-                spool: 1,
-                offset: 12,
-                flag: VALUE,
-                value: big.clone(),
-            },
-        ];
+        let big = vec![7u8; 300 * 1024];
+        let mut entries = Batch::default();
+        entries.push(1, 10, VALUE, b"a");
+        entries.push(2, 3, VALUE, b"x");
+        entries.push(1, 11, SKIPPED, b"");
+        entries.push(1, 12, VALUE, &big);
+        assert_eq!(entries.runs.len(), 3);
         tx.send(Command::Write(entries)).await.unwrap();
         tx.send(Command::Discard { spool: 2 }).await.unwrap();
         let recycled = rrx.recv().await.unwrap();
-        assert!(recycled.is_empty() && recycled.capacity() >= 4);
+        assert!(recycled.is_empty() && recycled.data.capacity() >= big.len());
         drop(tx);
         tokio::task::spawn_blocking(move || writer.join().unwrap().unwrap())
             .await
@@ -397,7 +370,7 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(got[0], (10, VALUE, b"a".to_vec()));
         assert_eq!(got[1], (11, SKIPPED, vec![]));
-        assert_eq!((got[2].0, got[2].2.len()), (12, WRITE_BUF + 10));
+        assert_eq!((got[2].0, got[2].2.len()), (12, big.len()));
         assert_eq!(
             spool.bytes.load(Ordering::Relaxed) as u64,
             std::fs::metadata(spool.file(1)).unwrap().len()
