@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -266,11 +266,17 @@ impl Writer {
     }
 }
 
-/// Reads a spool file's entries in order: `(offset, flag, value)`.
+/// Reads a spool file's entries in order: `(offset, flag, value)`. A value that lies
+/// whole in the read buffer is handed out from it (no copy); one that straddles the
+/// buffer's end is copied.
 pub struct SpoolReader {
     input: BufReader<File>,
     path: PathBuf,
     value: Vec<u8>,
+    /// Bytes of the buffer handed out by the last entry, consumed at the next call.
+    handed: usize,
+    /// The file's size: no record is longer (a corrupt length allocates nothing).
+    size: u64,
 }
 
 impl SpoolReader {
@@ -279,14 +285,18 @@ impl SpoolReader {
     /// # Errors
     /// [`Error::Spool`] when it cannot be opened.
     pub fn open(path: &Path) -> Result<SpoolReader> {
-        let f = File::open(path).map_err(|source| Error::Spool {
+        let io = |source| Error::Spool {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let f = File::open(path).map_err(io)?;
+        let size = f.metadata().map_err(io)?.len();
         Ok(SpoolReader {
             input: BufReader::with_capacity(256 * 1024, f),
             path: path.to_path_buf(),
             value: Vec::new(),
+            handed: 0,
+            size,
         })
     }
 
@@ -295,32 +305,53 @@ impl SpoolReader {
     /// # Errors
     /// [`Error::Spool`] on an I/O error or a truncated file.
     pub fn next_entry(&mut self) -> Result<Option<(i64, u8, &[u8])>> {
-        let mut head = [0u8; 17];
-        let err = |source| Error::Spool {
-            path: self.path.clone(),
-            source,
+        self.input.consume(std::mem::take(&mut self.handed));
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Spool { path, source }
         };
-        match self.input.read_exact(&mut head[..1]) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(err(e)),
+        let buffered = self.input.fill_buf().map_err(err(&self.path))?;
+        if buffered.is_empty() {
+            return Ok(None);
         }
-        self.input.read_exact(&mut head[1..]).map_err(err)?;
-        let mut n = [0u8; 8];
-        n.copy_from_slice(&head[..8]);
-        let len = u64::from_be_bytes(n).saturating_sub(9) as usize;
-        n.copy_from_slice(&head[8..16]);
-        let offset = i64::from_be_bytes(n);
-        let flag = head[16];
+        if let Some((offset, flag, len)) = head(buffered)
+            && buffered.len() - HEAD >= len
+        {
+            self.handed = HEAD + len;
+            let value = &self.input.buffer()[HEAD..HEAD + len];
+            return Ok(Some((offset, flag, value)));
+        }
+        let mut raw = [0u8; HEAD];
+        self.input.read_exact(&mut raw).map_err(err(&self.path))?;
+        let (offset, flag, len) = head(&raw).unwrap_or_default();
+        if len as u64 > self.size {
+            return Err(err(&self.path)(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a record of {len} bytes at offset {offset} in a file of {}",
+                    self.size
+                ),
+            )));
+        }
         self.value.resize(len, 0);
         self.input
             .read_exact(&mut self.value)
-            .map_err(|source| Error::Spool {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(err(&self.path))?;
         Ok(Some((offset, flag, &self.value)))
     }
+}
+
+/// Bytes of a spool record before its value: Baldr length, offset, flag.
+const HEAD: usize = 17;
+
+/// A spool record's head at the start of `b` (when it holds one): offset, flag, value
+/// length.
+fn head(b: &[u8]) -> Option<(i64, u8, usize)> {
+    let raw: &[u8; HEAD] = b.get(..HEAD)?.try_into().ok()?;
+    let (len, rest) = raw.split_first_chunk::<8>()?;
+    let (offset, flag) = rest.split_first_chunk::<8>()?;
+    let len = usize::try_from(u64::from_be_bytes(*len).saturating_sub(9)).ok()?;
+    Some((i64::from_be_bytes(*offset), *flag.first()?, len))
 }
 
 #[cfg(test)]
@@ -375,5 +406,49 @@ mod tests {
             spool.bytes.load(Ordering::Relaxed) as u64,
             std::fs::metadata(spool.file(1)).unwrap().len()
         );
+    }
+
+    #[test]
+    fn records_across_read_buffer_boundaries_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = Arc::new(AtomicI64::new(0));
+        let mut w = Writer {
+            dir: dir.path().to_path_buf(),
+            bytes,
+            open: HashMap::new(),
+            failed: None,
+        };
+        // Sizes that land records across the 256 KiB buffer's end at many places.
+        let values: Vec<Vec<u8>> = (0..6000u32)
+            .map(|i| vec![(i % 251) as u8; (i as usize * 7919) % 701])
+            .collect();
+        let mut batch = Batch::default();
+        for (i, v) in values.iter().enumerate() {
+            batch.push(1, i as i64, VALUE, v);
+        }
+        w.write(&batch).unwrap();
+        drop(w);
+        let mut r = SpoolReader::open(&file_of(dir.path(), 1)).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            let (o, f, got) = r.next_entry().unwrap().unwrap();
+            assert_eq!((o, f, got), (i as i64, VALUE, &v[..]), "record {i}");
+        }
+        assert!(r.next_entry().unwrap().is_none());
+        // Truncated: the last record is cut short, an error naming the file.
+        let path = file_of(dir.path(), 1);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 3).unwrap();
+        let mut r = SpoolReader::open(&path).unwrap();
+        let mut n = 0;
+        let err = loop {
+            match r.next_entry() {
+                Ok(Some(_)) => n += 1,
+                Ok(None) => panic!("a truncated file ends in an error"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(n, values.len() - 1);
+        assert!(err.to_string().contains("1.spool"), "{err}");
     }
 }

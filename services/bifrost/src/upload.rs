@@ -585,6 +585,7 @@ pub fn count_records(key: &str, data: &[u8]) -> Result<(u64, u64)> {
 /// An object's compressing writer, whose start holds a range placeholder.
 enum Encoder {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Stored(StoredGzip),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
 
@@ -592,6 +593,7 @@ impl Write for Encoder {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
             Encoder::Gzip(w) => w.write(buf),
+            Encoder::Stored(w) => w.write(buf),
             Encoder::Zstd(w) => w.write(buf),
         }
     }
@@ -599,6 +601,7 @@ impl Write for Encoder {
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         match self {
             Encoder::Gzip(w) => w.write_all(buf),
+            Encoder::Stored(w) => w.write_all(buf),
             Encoder::Zstd(w) => w.write_all(buf),
         }
     }
@@ -606,8 +609,80 @@ impl Write for Encoder {
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Encoder::Gzip(w) => w.flush(),
+            Encoder::Stored(_) => Ok(()),
             Encoder::Zstd(w) => w.flush(),
         }
+    }
+}
+
+/// Most bytes a stored deflate block holds.
+const STORED_BLOCK: usize = 65_535;
+
+/// Gzip level 0 written straight into the object: a gzip member of stored deflate blocks
+/// (RFC 1951 3.2.4), each byte copied once and checksummed, without zlib's window and
+/// flate2's intermediate buffer. Its header is flate2's for level 0 with the same extra
+/// field (zlib cuts its stored blocks at other places; both decode alike).
+struct StoredGzip {
+    out: Vec<u8>,
+    crc: flate2::Crc,
+    /// Where the open block's 5-byte header is in `out`.
+    block: usize,
+}
+
+impl StoredGzip {
+    fn new(mut out: Vec<u8>, extra: &[u8]) -> StoredGzip {
+        // Magic, deflate, FEXTRA, no mtime, XFL 4 (fastest; what flate2 writes for levels
+        // 0 and 1), OS 255 (unknown), then the extra field.
+        out.extend_from_slice(&[0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 4, 255]);
+        let xlen = u16::try_from(extra.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&xlen.to_le_bytes());
+        out.extend_from_slice(&extra[..usize::from(xlen)]);
+        let block = out.len();
+        out.extend_from_slice(&[0; 5]);
+        StoredGzip {
+            out,
+            crc: flate2::Crc::new(),
+            block,
+        }
+    }
+
+    fn close_block(&mut self, last: bool) {
+        let len = u16::try_from(self.out.len() - self.block - 5).unwrap_or(u16::MAX);
+        let mut head = [u8::from(last), 0, 0, 0, 0];
+        head[1..3].copy_from_slice(&len.to_le_bytes());
+        head[3..5].copy_from_slice(&(!len).to_le_bytes());
+        self.out[self.block..self.block + 5].copy_from_slice(&head);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.close_block(true);
+        self.out.extend_from_slice(&self.crc.sum().to_le_bytes());
+        self.out.extend_from_slice(&self.crc.amount().to_le_bytes());
+        self.out
+    }
+}
+
+impl Write for StoredGzip {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.crc.update(buf);
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let room = STORED_BLOCK - (self.out.len() - self.block - 5);
+            if room == 0 {
+                self.close_block(false);
+                self.block = self.out.len();
+                self.out.extend_from_slice(&[0; 5]);
+                continue;
+            }
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.out.extend_from_slice(now);
+            rest = later;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -631,6 +706,11 @@ fn build_object(
     // A guess at the compressed size, to allocate once in most cases.
     let capacity = (size / 4).clamp(4096, 64 << 20) as usize;
     let encoder = match codec {
+        Codec::Gzip if level <= 0 => {
+            // Stored: about the size of the input.
+            let out = Vec::with_capacity((size + size / STORED_BLOCK as u64 * 5 + 1024) as usize);
+            Encoder::Stored(StoredGzip::new(out, &ObjectRange::gzip_extra()))
+        }
         Codec::Gzip => Encoder::Gzip(
             flate2::GzBuilder::new()
                 .extra(ObjectRange::gzip_extra())
@@ -681,6 +761,7 @@ fn build_object(
     })?;
     let (mut object, zstd) = match encoder {
         Encoder::Gzip(w) => (w.finish().map_err(spool_err)?, false),
+        Encoder::Stored(w) => (w.finish(), false),
         Encoder::Zstd(w) => (w.finish().map_err(spool_err)?, true),
     };
     range.fill(&mut object, zstd);
@@ -693,6 +774,55 @@ fn build_object(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_gzip_is_byte_for_byte_flate2s_level_0() {
+        let extra = ObjectRange::gzip_extra();
+        // Sizes around the stored block's limit, written in uneven pieces.
+        for size in [0, 1, 65_534, 65_535, 65_536, 200_000, 3 * 65_535] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
+            let mut ours = StoredGzip::new(Vec::new(), &extra);
+            let mut theirs = flate2::GzBuilder::new()
+                .extra(extra.clone())
+                .write(Vec::new(), flate2::Compression::new(0));
+            for piece in data.chunks(40_000) {
+                for part in piece.chunks(17_001) {
+                    ours.write_all(part).unwrap();
+                }
+                theirs.write_all(piece).unwrap();
+            }
+            let ours = ours.finish();
+            let theirs = theirs.finish().unwrap();
+            let mut back = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::MultiGzDecoder::new(&ours[..]),
+                &mut back,
+            )
+            .unwrap();
+            assert!(back == data, "{size} bytes decode back");
+            // flate2's header (zlib cuts its stored blocks elsewhere): the range slot is
+            // where readers look for it.
+            let head = 12 + extra.len();
+            assert!(
+                ours[..head] == theirs[..head],
+                "{size} bytes: flate2's header"
+            );
+            assert_eq!(
+                ours.len(),
+                head + size + 5 * size.div_ceil(STORED_BLOCK).max(1) + 8
+            );
+            let mut range = ObjectRange {
+                first: 7,
+                last: 9,
+                records: 3,
+                bytes: 42,
+            };
+            let mut ours = ours;
+            range.fill(&mut ours, false);
+            range.records = ObjectRange::parse(&ours).unwrap().records;
+            assert_eq!(range.records, 3);
+        }
+    }
 
     #[test]
     fn an_idle_partition_costs_little() {
