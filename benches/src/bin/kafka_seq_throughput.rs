@@ -11,7 +11,7 @@
 //!
 //! For profiling one variant, `KAFKA_SEQ_BENCH_ONLY=consume-seq` (comma-separated among
 //! `produce-bare`, `produce-seq`, `produce-lane`, `consume-bare`, `consume-bare-owned`,
-//! `consume-seq`) runs
+//! `consume-seq`, `consume-batch`) runs
 //! only those; the consumers' topic is written by the bare producer whenever a consumer runs.
 
 use std::time::{Duration, Instant};
@@ -206,6 +206,42 @@ async fn consume_seq(brokers: &str, topic: &str, group: &str, n: usize) -> Durat
     elapsed
 }
 
+/// kafka-seq: batches of borrowed messages (`next_batch`), each acknowledged when the
+/// callback returns (commits every second).
+async fn consume_batch(brokers: &str, topic: &str, group: &str, n: usize) -> Duration {
+    let mut stream = ConsumerConfig::new(brokers, group)
+        .topics([topic])
+        .subscribe()
+        .expect("subscribe");
+    let control = stream.control();
+    let mut bytes = 0usize;
+    let mut seen = stream
+        .next_batch(1, |m| {
+            bytes += m.payload.map_or(0, <[u8]>::len);
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .expect("message")
+        .expect("no error");
+    let start = Instant::now();
+    while seen < n {
+        seen += stream
+            .next_batch((n - seen).min(256), |m| {
+                bytes += m.payload.map_or(0, <[u8]>::len);
+                std::ops::ControlFlow::Continue(())
+            })
+            .await
+            .expect("message")
+            .expect("no error");
+    }
+    let elapsed = start.elapsed();
+    assert!(bytes > 0);
+    control.shutdown();
+    drop(stream);
+    control.closed().await.expect("final commit");
+    elapsed
+}
+
 /// The median of `times` (sorted in place; the upper middle for an even count).
 fn median(times: &mut [Duration]) -> Duration {
     times.sort_unstable();
@@ -240,10 +276,16 @@ async fn main() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|v| v == variant))
     };
-    let consumes = ["consume-bare", "consume-bare-owned", "consume-seq"]
+    let consumes = [
+        "consume-bare",
+        "consume-bare-owned",
+        "consume-seq",
+        "consume-batch",
+    ]
         .iter()
         .any(|v| run(v));
-    let (mut pb, mut ps, mut pl, mut cb, mut cbo, mut cs) = (
+    let (mut pb, mut ps, mut pl, mut cb, mut cbo, mut cs, mut cbt) = (
+        Vec::new(),
         Vec::new(),
         Vec::new(),
         Vec::new(),
@@ -290,19 +332,25 @@ async fn main() {
                 if run("consume-bare-owned") {
                     cbo.push(consume_bare(&brokers, &t1, &format!("gbo-{round}"), n, true).await);
                 }
-            } else if run("consume-seq") {
-                cs.push(consume_seq(&brokers, &t1, &format!("gs-{round}"), n).await);
+            } else {
+                if run("consume-seq") {
+                    cs.push(consume_seq(&brokers, &t1, &format!("gs-{round}"), n).await);
+                }
+                if run("consume-batch") {
+                    cbt.push(consume_batch(&brokers, &t1, &format!("gt-{round}"), n).await);
+                }
             }
         }
         let last = |times: &[Duration]| times.last().map_or(0.0, |t| rate(n, *t));
         println!(
-            "round {round}: produce bare {:.0}/s seq {:.0}/s lane {:.0}/s; consume bare {:.0}/s bare-owned {:.0}/s seq {:.0}/s",
+            "round {round}: produce bare {:.0}/s seq {:.0}/s lane {:.0}/s; consume bare {:.0}/s bare-owned {:.0}/s seq {:.0}/s batch {:.0}/s",
             last(&pb),
             last(&ps),
             last(&pl),
             last(&cb),
             last(&cbo),
-            last(&cs)
+            last(&cs),
+            last(&cbt)
         );
     }
     if only.is_some() {
@@ -332,5 +380,10 @@ async fn main() {
         "consume: bare rdkafka borrowed, no offsets {}, ratio of medians {:.2}",
         summary(n, &mut cb),
         ratio(&mut cb, &mut cs)
+    );
+    println!(
+        "consume: kafka-seq next_batch (borrowed, acked on return) {}, ratio to bare borrowed {:.2}",
+        summary(n, &mut cbt),
+        ratio(&mut cb, &mut cbt)
     );
 }
