@@ -282,8 +282,8 @@ async fn main() {
         "consume-seq",
         "consume-batch",
     ]
-        .iter()
-        .any(|v| run(v));
+    .iter()
+    .any(|v| run(v));
     let (mut pb, mut ps, mut pl, mut cb, mut cbo, mut cs, mut cbt) = (
         Vec::new(),
         Vec::new(),

@@ -16,7 +16,8 @@
 //! made), untimed; then time runs from the first byte sent (for `bare`, from telling the
 //! ready child to go) until the topic's high watermarks, polled by the parent, add up to
 //! N (+1): every variant is timed the same way. `SYSLOGGER_BENCH_ONLY=tcp,relp`
-//! runs only those variants. Each round runs every variant on a fresh 8-partition topic;
+//! runs only those variants; `SYSLOGGER_BENCH_CONNS=2` sends over two TCP connections (to
+//! syslogger and to rsyslog alike; RELP keeps one session). Each round runs every variant on a fresh 8-partition topic;
 //! the median round is reported. Targets: tcp >= 0.7x bare and >= 1.0x rsyslog; relp >=
 //! 0.5x tcp; RSS bounded.
 
@@ -178,6 +179,25 @@ fn child_bare(brokers: &str, topic: &str, n: usize) {
         start.elapsed().as_secs_f64(),
         peak_rss_kb(std::process::id())
     );
+}
+
+/// `n` messages over `SYSLOGGER_BENCH_CONNS` connections (default 1), spread evenly, for
+/// syslogger's TCP listener and rsyslog's imtcp alike.
+fn send_tcp_conns(to: SocketAddr, n: usize) {
+    let conns: usize = std::env::var("SYSLOGGER_BENCH_CONNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let senders: Vec<_> = (0..conns)
+        .map(|i| {
+            let mine = n / conns + if i == 0 { n % conns } else { 0 };
+            std::thread::spawn(move || send_tcp(to, mine))
+        })
+        .collect();
+    for s in senders {
+        let _ = s.join();
+    }
 }
 
 /// The child: `serve BROKERS TOPIC` runs syslogger, prints `tcp relp` ports, and on stdin
@@ -431,18 +451,7 @@ fn main() {
                     warm_up(&watcher, &topic, to(tcp));
                     let start = Instant::now();
                     let sender = if *variant == "tcp" {
-                        std::thread::spawn(move || {
-                            let conns: usize = std::env::var("SYSLOGGER_BENCH_CONNS")
-                                .ok()
-                                .and_then(|c| c.parse().ok())
-                                .unwrap_or(1);
-                            let senders: Vec<_> = (0..conns)
-                                .map(|_| std::thread::spawn(move || send_tcp(to(tcp), n / conns)))
-                                .collect();
-                            for s in senders {
-                                let _ = s.join();
-                            }
-                        })
+                        std::thread::spawn(move || send_tcp_conns(to(tcp), n))
                     } else {
                         std::thread::spawn(move || send_relp(to(relp), n))
                     };
@@ -465,7 +474,7 @@ fn main() {
                     };
                     warm_up(&watcher, &topic, addr);
                     let start = Instant::now();
-                    let sender = std::thread::spawn(move || send_tcp(addr, n));
+                    let sender = std::thread::spawn(move || send_tcp_conns(addr, n));
                     let waited = try_wait_for(&watcher, &topic, n + 1, start);
                     let kb = peak_rss_kb(c.id());
                     cpu_note(variant, c.id());

@@ -248,7 +248,9 @@ impl Pipeline {
                     payload: Some(encoded.unwrap_or(frame)),
                     headers,
                     partition: None,
-                    timestamp: None,
+                    // The Kafka timestamp is when syslogger received the message (the
+                    // clock read once per batch; librdkafka would read it per message).
+                    timestamp: Some(received.timestamp_millis()),
                 },
                 received: at,
             },

@@ -421,6 +421,7 @@ async fn udp_json_headers_and_topic_templates() {
     a.headers = true;
     let svc = start(a).await;
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sent = chrono::Utc::now().timestamp_millis();
     udp.send_to(
         b"<165>1 2003-10-11T22:14:15.003Z web1 nginx 42 ID7 - GET /\n",
         svc.bound.udp[0],
@@ -443,6 +444,10 @@ async fn udp_json_headers_and_topic_templates() {
     assert_eq!(v["message"], "GET /");
     assert_eq!(got[0].headers["syslog.host"], b"web1");
     assert_eq!(got[0].key.as_deref(), Some(&b"web1"[..]));
+    // The Kafka timestamp is when syslogger received it (not the message's own time).
+    let ts = got[0].timestamp.expect("a Kafka timestamp");
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!((sent..=now).contains(&ts), "{sent} <= {ts} <= {now}");
     let other = read(cluster.bootstrap_servers(), &fallback, 1, 1, WAIT).await;
     assert_eq!(other.len(), 1);
     let v: serde_json::Value = serde_json::from_slice(&other[0].payload).unwrap();

@@ -22,6 +22,8 @@ pub struct Got {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: HashMap<String, Vec<u8>>,
+    /// The Kafka timestamp (ms since the Unix epoch), if any.
+    pub timestamp: Option<i64>,
 }
 
 impl Got {
@@ -69,6 +71,7 @@ pub fn read_topic(
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().unwrap_or_default().to_vec(),
                     headers,
+                    timestamp: m.timestamp().to_millis(),
                 });
             }
         }
