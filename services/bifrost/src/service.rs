@@ -426,17 +426,18 @@ impl Archiver {
                 Step::Fatal(e) => break Err(e),
                 Step::Tick => self.tick().await,
                 Step::Batch(None) => break Ok(()),
-                Step::Batch(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "consumer error");
-                    Ok(())
+                Step::Batch(Some(r)) => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "consumer error");
+                    }
+                    match after {
+                        None => Ok(()),
+                        Some(After::Message(m)) => self.on_message(m).await,
+                        Some(After::Rotate(i)) => self.rotate(i).await,
+                        Some(After::Flush) => self.flush().await,
+                        Some(After::Failed(e)) => Err(e),
+                    }
                 }
-                Step::Batch(Some(Ok(_))) => match after {
-                    None => Ok(()),
-                    Some(After::Message(m)) => self.on_message(m).await,
-                    Some(After::Rotate(i)) => self.rotate(i).await,
-                    Some(After::Flush) => self.flush().await,
-                    Some(After::Failed(e)) => Err(e),
-                },
             };
             if let Err(e) = done {
                 break Err(e);
