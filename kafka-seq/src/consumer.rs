@@ -570,11 +570,12 @@ impl KafkaStream {
                 op: format!("consume in group {}", shared.group),
                 source: e,
             }))),
-            BatchEnd::End if given == 0 => {
+            BatchEnd::End => {
+                // Ends now, or at the next call when this batch gave messages.
                 self.finished = true;
-                Poll::Ready(None)
+                Poll::Ready((given > 0).then_some(Ok(given)))
             }
-            _ => Poll::Ready(Some(Ok(given))),
+            BatchEnd::Given => Poll::Ready(Some(Ok(given))),
         }
     }
 }
