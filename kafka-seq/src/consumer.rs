@@ -459,7 +459,7 @@ impl KafkaStream {
     ///
     /// Returns how many messages `f` was given; `None` once the stream ended (after
     /// [`ConsumerControl::shutdown`]). Messages and batches mix freely with
-    /// [`StreamExt::next`](futures::StreamExt::next) on the same stream.
+    /// [`StreamExt::next`] on the same stream.
     ///
     /// `f` runs while the stream holds its client: [`ConsumerControl::seek`],
     /// [`pause`](ConsumerControl::pause) and [`resume`](ConsumerControl::resume) called from
