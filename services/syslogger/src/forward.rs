@@ -124,6 +124,7 @@ impl Outgoing {
             key: self.record.key.clone(),
             headers: self.record.headers.clone(),
             payload: self.record.payload.clone().unwrap_or_default(),
+            timestamp: self.record.timestamp,
             reason,
         }
     }
@@ -144,7 +145,7 @@ impl Outgoing {
                 payload: Some(e.payload),
                 headers: e.headers,
                 partition: None,
-                timestamp: None,
+                timestamp: e.timestamp,
             },
             received: Instant::now(),
         }
@@ -712,7 +713,7 @@ impl Shared {
                     payload: out.record.payload.clone(),
                     headers: out.record.headers.clone(),
                     partition: None,
-                    timestamp: None,
+                    timestamp: out.record.timestamp,
                 };
                 record
                     .headers

@@ -3,7 +3,7 @@
 //! refused for good, with the reason).
 //!
 //! Each Baldr record is one message: a JSON line `{"topic":..,"key":..,"headers":{..},
-//! "reason":..}`, a LF, then the payload's bytes exactly (so `baldr cat` shows it).
+//! "timestamp":..,"reason":..}`, a LF, then the payload's bytes exactly (so `baldr cat` shows it).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -26,6 +26,9 @@ pub struct Envelope {
     pub headers: Vec<(String, Bytes)>,
     /// The payload.
     pub payload: Bytes,
+    /// The Kafka timestamp (ms since the Unix epoch: when syslogger received it), kept so
+    /// that a message sent again from a spill file has the time it had the first time.
+    pub timestamp: Option<i64>,
     /// Why it is here (dead letters).
     pub reason: Option<String>,
 }
@@ -37,6 +40,8 @@ struct Meta {
     key: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timestamp: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
@@ -55,6 +60,7 @@ impl Envelope {
                 .iter()
                 .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
                 .collect(),
+            timestamp: self.timestamp,
             reason: self.reason.clone(),
         };
         let mut out = serde_json::to_vec(&meta).unwrap_or_default();
@@ -76,6 +82,7 @@ impl Envelope {
                 .map(|(k, v)| (k, Bytes::from(v)))
                 .collect(),
             payload: record.slice(nl + 1..),
+            timestamp: meta.timestamp,
             reason: meta.reason,
         })
     }
@@ -228,11 +235,13 @@ mod tests {
             key: Some(Bytes::from_static(b"k")),
             headers: vec![("syslog.host".into(), Bytes::from_static(b"h"))],
             payload: Bytes::from_static(b"\xff\x00binary\npayload"),
+            timestamp: Some(1_764_540_000_123),
             reason: None,
         };
         let d = Envelope {
             reason: Some("too large".into()),
             key: None,
+            timestamp: None,
             headers: vec![],
             ..e.clone()
         };

@@ -376,6 +376,7 @@ async fn undelivered_messages_are_spilled_and_sent_by_the_next_start() {
     s.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let outcome = svc.stop().await;
+    let stopped = chrono::Utc::now().timestamp_millis();
     assert_eq!(outcome.spilled, 50, "{outcome:?}");
     assert!(!outcome.succeeded());
     let file = outcome.spill_file.clone().unwrap();
@@ -389,6 +390,14 @@ async fn undelivered_messages_are_spilled_and_sent_by_the_next_start() {
     assert_eq!(texts.len(), 51, "{texts:?}");
     for (i, t) in texts[1..].iter().enumerate() {
         assert!(t.ends_with(&format!("spilled {i}")), "in order: {t}");
+    }
+    // Sent again, each keeps the Kafka timestamp of its first receipt (before the stop).
+    for g in &got[1..] {
+        let ts = g.timestamp.expect("a Kafka timestamp");
+        assert!(
+            ts <= stopped,
+            "{ts} is the first receipt's, before {stopped}"
+        );
     }
     let outcome = svc.stop().await;
     assert_eq!(
