@@ -335,23 +335,26 @@ impl Ack {
     /// The message was processed.
     pub fn ack(mut self) {
         self.done = true;
-        self.part.metrics.acked.increment(1);
-        if self.tracked {
-            self.part.ack(self.offset);
-        }
+        self.part.settle(self.offset, self.tracked, true);
     }
 
     /// The message was not processed: it will be consumed again after a restart or
     /// rebalance (commits of its partition stop before it until then).
     pub fn nack(mut self) {
         self.done = true;
-        self.do_nack();
+        self.part.settle(self.offset, self.tracked, false);
     }
 
-    fn do_nack(&self) {
-        self.part.metrics.nacked.increment(1);
-        if self.tracked {
-            self.part.nack(self.offset);
+    /// The handle of a message delivered (tracked) at `offset`; it counts against
+    /// `max_unacked` until it is dropped.
+    fn new(shared: &Arc<Shared>, delivered: Delivered, offset: i64) -> Ack {
+        shared.outstanding.fetch_add(1, Ordering::SeqCst);
+        Ack {
+            shared: shared.clone(),
+            part: delivered.part,
+            offset,
+            tracked: delivered.tracked,
+            done: false,
         }
     }
 }
@@ -359,7 +362,7 @@ impl Ack {
 impl Drop for Ack {
     fn drop(&mut self) {
         if !self.done {
-            self.do_nack();
+            self.part.settle(self.offset, self.tracked, false);
         }
         self.shared.release();
     }
@@ -422,6 +425,66 @@ impl Shared {
 
     fn fetcher(&self) -> std::sync::MutexGuard<'_, Option<Fetcher>> {
         self.fetcher.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `max_unacked` messages are out.
+    fn full(&self) -> bool {
+        self.outstanding.load(Ordering::SeqCst) >= self.max_unacked
+    }
+
+    /// Whether the stream must wait for an acknowledgement (or shutdown), which wakes it.
+    fn must_wait(&self, cx: &Context<'_>) -> bool {
+        if !self.full() {
+            return false;
+        }
+        self.stream_waker.register(cx.waker());
+        self.full() && !self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// One look at what librdkafka fetched, on the stream's task: the next message of a
+    /// partition assigned here is tracked, counted, and handed to `take` with its tracking.
+    fn fetch<T>(
+        &self,
+        fetcher: &mut Option<Fetcher>,
+        last: &mut Option<Arc<Part>>,
+        cx: &mut Context<'_>,
+        take: impl FnOnce(&BorrowedMessage<'_>, Delivered) -> T,
+    ) -> Fetched<T> {
+        let Some(f) = fetcher.as_mut() else {
+            return Fetched::End;
+        };
+        if self.stopping.load(Ordering::SeqCst) {
+            return Fetched::End;
+        }
+        f.with_dependent_mut(|_, messages| match messages.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(m))) => {
+                match self
+                    .tracker
+                    .deliver(last, m.topic(), m.partition(), m.offset())
+                {
+                    Some(delivered) => {
+                        delivered.part.metrics.received.increment(1);
+                        Fetched::Message(take(&m, delivered))
+                    }
+                    None => Fetched::Again,
+                }
+            }
+            Poll::Ready(Some(Err(e))) => Fetched::Failed(Error::Kafka {
+                op: format!("consume in group {}", self.group),
+                source: e,
+            }),
+            Poll::Ready(None) => Fetched::End,
+            Poll::Pending => {
+                // librdkafka wakes us when messages arrive; shutdown wakes us through
+                // this waker.
+                self.stream_waker.register(cx.waker());
+                if self.stopping.load(Ordering::SeqCst) {
+                    Fetched::Again
+                } else {
+                    Fetched::Pending
+                }
+            }
+        })
     }
 }
 
@@ -491,92 +554,48 @@ impl KafkaStream {
         let last = &mut self.last;
         let mut given = 0;
         let mut fetcher = shared.fetcher();
-        let outcome = loop {
-            if given >= max {
-                break BatchEnd::Given;
+        // The client is held for the whole batch (one lock, not one per message).
+        let failed = loop {
+            if given >= max || (given > 0 && shared.full()) {
+                break None;
             }
-            if shared.outstanding.load(Ordering::SeqCst) >= shared.max_unacked {
-                if given > 0 {
-                    break BatchEnd::Given;
-                }
-                shared.stream_waker.register(cx.waker());
-                if shared.outstanding.load(Ordering::SeqCst) >= shared.max_unacked
-                    && !shared.stopping.load(Ordering::SeqCst)
-                {
-                    return Poll::Pending;
-                }
+            if given == 0 && shared.must_wait(cx) {
+                return Poll::Pending;
             }
-            let Some(fetch) = fetcher.as_mut() else {
-                break BatchEnd::End;
-            };
-            if shared.stopping.load(Ordering::SeqCst) {
-                break BatchEnd::End;
-            }
-            let step = fetch.with_dependent_mut(|_, messages| match messages.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(m))) => {
-                    let Some(delivered) =
-                        shared
-                            .tracker
-                            .deliver(last, m.topic(), m.partition(), m.offset())
-                    else {
-                        return Poll::Ready(Ok(ControlFlow::Continue(false)));
-                    };
-                    delivered.part.metrics.received.increment(1);
-                    let _in_batch = InBatch::enter();
-                    let flow = f(MessageRef {
-                        topic: &delivered.part.topic,
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key(),
-                        payload: m.payload(),
-                        timestamp: m.timestamp().to_millis(),
-                        message: &m,
-                        shared,
-                        delivered: &delivered,
-                        held: false,
-                    });
-                    Poll::Ready(Ok(match flow {
-                        ControlFlow::Continue(()) => ControlFlow::Continue(true),
-                        ControlFlow::Break(()) => ControlFlow::Break(()),
-                    }))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Err(Some(e))),
-                Poll::Ready(None) => Poll::Ready(Err(None)),
-                Poll::Pending => Poll::Pending,
+            let fetched = shared.fetch(&mut fetcher, last, cx, |m, delivered| {
+                let _in_batch = InBatch::enter();
+                f(MessageRef {
+                    topic: &delivered.part.topic,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key(),
+                    payload: m.payload(),
+                    timestamp: m.timestamp().to_millis(),
+                    message: m,
+                    shared,
+                    delivered: &delivered,
+                    held: false,
+                })
             });
-            match step {
-                Poll::Ready(Ok(ControlFlow::Continue(counted))) => given += usize::from(counted),
-                Poll::Ready(Ok(ControlFlow::Break(()))) => {
+            match fetched {
+                Fetched::Message(flow) => {
                     given += 1;
-                    break BatchEnd::Given;
-                }
-                Poll::Ready(Err(Some(e))) => break BatchEnd::Failed(e),
-                Poll::Ready(Err(None)) => break BatchEnd::End,
-                Poll::Pending => {
-                    if given > 0 {
-                        break BatchEnd::Given;
+                    if flow.is_break() {
+                        break None;
                     }
-                    shared.stream_waker.register(cx.waker());
-                    if shared.stopping.load(Ordering::SeqCst) {
-                        continue;
-                    }
-                    return Poll::Pending;
                 }
+                Fetched::Again => {}
+                Fetched::Failed(e) => break Some(e),
+                Fetched::End => {
+                    // Ends now, or at the next call when this batch gave messages.
+                    self.finished = true;
+                    return Poll::Ready((given > 0).then_some(Ok(given)));
+                }
+                Fetched::Pending if given == 0 => return Poll::Pending,
+                Fetched::Pending => break None,
             }
         };
-        drop(fetcher);
-        match outcome {
-            BatchEnd::Failed(e) => Poll::Ready(Some(Err(Error::Kafka {
-                op: format!("consume in group {}", shared.group),
-                source: e,
-            }))),
-            BatchEnd::End => {
-                // Ends now, or at the next call when this batch gave messages.
-                self.finished = true;
-                Poll::Ready((given > 0).then_some(Ok(given)))
-            }
-            BatchEnd::Given => Poll::Ready(Some(Ok(given))),
-        }
+        Poll::Ready(Some(failed.map_or(Ok(given), Err)))
     }
 }
 
@@ -661,55 +680,22 @@ impl MessageRef<'_> {
     /// [`max_unacked`](ConsumerConfig::max_unacked).
     pub fn hold(mut self) -> Ack {
         self.held = true;
-        // Counted before the Ack exists: its drop releases it.
-        self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
-        Ack {
-            shared: self.shared.clone(),
-            part: self.delivered.part.clone(),
-            offset: self.offset,
-            tracked: self.delivered.tracked,
-            done: false,
-        }
+        Ack::new(self.shared, self.delivered.clone(), self.offset)
     }
 
     /// An owned copy of the message, with its [`Ack`] ([`hold`](Self::hold)).
-    pub fn to_owned(self) -> KafkaMessage {
-        let topic = self.topic.clone();
-        let partition = self.partition;
-        let offset = self.offset;
-        let key = self.key.map(Bytes::copy_from_slice);
-        let payload = self.payload.map(Bytes::copy_from_slice);
-        let timestamp = self.timestamp;
-        let headers = headers(self.message);
-        KafkaMessage {
-            topic,
-            partition,
-            offset,
-            key,
-            payload,
-            timestamp,
-            headers,
-            ack: self.hold(),
-        }
+    pub fn to_owned(mut self) -> KafkaMessage {
+        self.held = true;
+        owned(self.shared, self.message, self.delivered.clone())
     }
 }
 
 impl Drop for MessageRef<'_> {
     fn drop(&mut self) {
-        if self.held {
-            return;
-        }
-        let part = &self.delivered.part;
-        if std::thread::panicking() {
-            part.metrics.nacked.increment(1);
-            if self.delivered.tracked {
-                part.nack(self.offset);
-            }
-        } else {
-            part.metrics.acked.increment(1);
-            if self.delivered.tracked {
-                part.ack(self.offset);
-            }
+        if !self.held {
+            // Processed when the callback returns; not when it unwinds.
+            let processed = !std::thread::panicking();
+            (self.delivered.part).settle(self.offset, self.delivered.tracked, processed);
         }
     }
 }
@@ -720,22 +706,18 @@ impl Drop for KafkaStream {
     }
 }
 
-/// Why a batch of [`KafkaStream::next_batch`] ended.
-enum BatchEnd {
-    /// It is full, `f` stopped it, or nothing more is fetched now.
-    Given,
-    Failed(KafkaError),
+/// One look at the fetched messages ([`Shared::fetch`]).
+enum Fetched<T> {
+    /// A message, as `take` made it.
+    Message(T),
+    /// Nothing to hand out (a stale message of a revoked partition, or shutdown began
+    /// while waiting): look again.
+    Again,
+    Failed(Error),
     /// The stream ended.
     End,
-}
-
-/// A fetched message turned into a [`KafkaMessage`], or why not.
-enum Fetched {
-    Message(KafkaMessage),
-    /// A stale message of a revoked partition: its new owner reads it.
-    Stale,
-    Failed(KafkaError),
-    End,
+    /// Nothing fetched yet: librdkafka (or shutdown) wakes the task.
+    Pending,
 }
 
 impl Stream for KafkaStream {
@@ -747,93 +729,39 @@ impl Stream for KafkaStream {
             return Poll::Ready(None);
         }
         let shared = &this.control.shared;
-        let last = &mut this.last;
         loop {
-            // max_unacked reached: wait for an acknowledgement (or shutdown).
-            if shared.outstanding.load(Ordering::SeqCst) >= shared.max_unacked {
-                shared.stream_waker.register(cx.waker());
-                if shared.outstanding.load(Ordering::SeqCst) >= shared.max_unacked
-                    && !shared.stopping.load(Ordering::SeqCst)
-                {
-                    return Poll::Pending;
-                }
+            if shared.must_wait(cx) {
+                return Poll::Pending;
             }
-            let polled = {
-                let mut fetcher = shared.fetcher();
-                match fetcher.as_mut() {
-                    Some(f) if !shared.stopping.load(Ordering::SeqCst) => {
-                        f.with_dependent_mut(|_, messages| match messages.poll_next_unpin(cx) {
-                            Poll::Ready(Some(Ok(m))) => {
-                                Poll::Ready(match message(shared, last, &m) {
-                                    Some(m) => Fetched::Message(m),
-                                    None => Fetched::Stale,
-                                })
-                            }
-                            Poll::Ready(Some(Err(e))) => Poll::Ready(Fetched::Failed(e)),
-                            Poll::Ready(None) => Poll::Ready(Fetched::End),
-                            Poll::Pending => Poll::Pending,
-                        })
-                    }
-                    _ => Poll::Ready(Fetched::End),
-                }
-            };
-            match polled {
-                Poll::Ready(Fetched::Message(m)) => return Poll::Ready(Some(Ok(m))),
-                Poll::Ready(Fetched::Stale) => continue,
-                Poll::Ready(Fetched::Failed(e)) => {
-                    return Poll::Ready(Some(Err(Error::Kafka {
-                        op: format!("consume in group {}", shared.group),
-                        source: e,
-                    })));
-                }
-                Poll::Ready(Fetched::End) => {
+            let fetched = shared.fetch(&mut shared.fetcher(), &mut this.last, cx, |m, d| {
+                owned(shared, m, d)
+            });
+            match fetched {
+                Fetched::Message(m) => return Poll::Ready(Some(Ok(m))),
+                Fetched::Again => {}
+                Fetched::Failed(e) => return Poll::Ready(Some(Err(e))),
+                Fetched::End => {
                     this.finished = true;
                     return Poll::Ready(None);
                 }
-                Poll::Pending => {
-                    // librdkafka wakes us when messages arrive; shutdown wakes us through
-                    // this waker.
-                    shared.stream_waker.register(cx.waker());
-                    if shared.stopping.load(Ordering::SeqCst) {
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
+                Fetched::Pending => return Poll::Pending,
             }
         }
     }
 }
 
-/// Copies a fetched message out of librdkafka and starts tracking it; `None` when its
-/// partition is no longer assigned here.
-fn message(
-    shared: &Arc<Shared>,
-    last: &mut Option<Arc<Part>>,
-    m: &BorrowedMessage<'_>,
-) -> Option<KafkaMessage> {
-    let delivered = shared
-        .tracker
-        .deliver(last, m.topic(), m.partition(), m.offset())?;
-    let headers = headers(m);
-    // Counted before the Ack exists: its drop releases it.
-    shared.outstanding.fetch_add(1, Ordering::SeqCst);
-    delivered.part.metrics.received.increment(1);
-    Some(KafkaMessage {
+/// A fetched message copied out of librdkafka, with its [`Ack`].
+fn owned(shared: &Arc<Shared>, m: &BorrowedMessage<'_>, delivered: Delivered) -> KafkaMessage {
+    KafkaMessage {
         topic: delivered.part.topic.clone(),
         partition: m.partition(),
         offset: m.offset(),
         key: m.key().map(Bytes::copy_from_slice),
         payload: m.payload().map(Bytes::copy_from_slice),
         timestamp: m.timestamp().to_millis(),
-        headers,
-        ack: Ack {
-            shared: shared.clone(),
-            part: delivered.part,
-            offset: m.offset(),
-            tracked: delivered.tracked,
-            done: false,
-        },
-    })
+        headers: headers(m),
+        ack: Ack::new(shared, delivered, m.offset()),
+    }
 }
 
 /// A message's headers, copied.

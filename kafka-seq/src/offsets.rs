@@ -107,6 +107,22 @@ impl Part {
         }
     }
 
+    /// A handed-out message is done with: counted as acknowledged (`processed`) or not,
+    /// and, when it is `tracked`, acked or nacked.
+    pub fn settle(&self, offset: i64, tracked: bool, processed: bool) {
+        if processed {
+            self.metrics.acked.increment(1);
+            if tracked {
+                self.ack(offset);
+            }
+        } else {
+            self.metrics.nacked.increment(1);
+            if tracked {
+                self.nack(offset);
+            }
+        }
+    }
+
     /// Starts tracking `offset`, delivered under this assignment: whether its ack can move
     /// the commit point; `None` when the assignment ended.
     fn deliver(&self, offset: i64) -> Option<bool> {
