@@ -219,8 +219,8 @@ enum After {
     /// A message that needs the full (async) path: a new assignment, a paused or
     /// unsettled partition, a failing tombstone.
     Message(KafkaMessage),
-    Rotate(usize),
-    Flush,
+    /// What appending partition `i`'s message made due.
+    Due(usize, Next),
     Failed(Error),
 }
 
@@ -433,8 +433,7 @@ impl Archiver {
                     match after {
                         None => Ok(()),
                         Some(After::Message(m)) => self.on_message(m).await,
-                        Some(After::Rotate(i)) => self.rotate(i).await,
-                        Some(After::Flush) => self.flush().await,
+                        Some(After::Due(i, next)) => self.due(i, next).await,
                         Some(After::Failed(e)) => Err(e),
                     }
                 }
@@ -524,15 +523,14 @@ impl Archiver {
             let p = &mut self.parts[i];
             if !p.archived {
                 self.pause(i, true);
-                return Ok(());
-            }
-            if let Some(AfterSeek::Replay) = p.sought.take() {
+            } else if let Some(AfterSeek::Replay) = p.sought.take() {
                 let plan = self.replay_plan(i, m.offset).await?;
                 let _ = self.parts[i].uploader.send(UploadJob::Replay(plan)).await;
             }
         }
         if !self.parts[i].archived {
-            // Fetched before the pause took effect: not archived (dropped unacknowledged).
+            // Not archived, nor what was fetched before the pause took effect (dropped
+            // unacknowledged).
             return Ok(());
         }
         let KafkaMessage {
@@ -541,7 +539,13 @@ impl Archiver {
             ack,
             ..
         } = m;
-        match self.append(i, offset, payload.as_deref(), Incoming::Owned(ack))? {
+        let next = self.append(i, offset, payload.as_deref(), Incoming::Owned(ack))?;
+        self.due(i, next).await
+    }
+
+    /// Does what appending partition `i`'s message made due.
+    async fn due(&mut self, i: usize, next: Next) -> Result<()> {
+        match next {
             Next::Go => Ok(()),
             Next::Rotate => self.rotate(i).await,
             Next::Flush => self.flush().await,
@@ -566,8 +570,7 @@ impl Archiver {
         let (offset, payload) = (m.offset, m.payload);
         *after = match self.append(i, offset, payload, Incoming::Borrowed(m)) {
             Ok(Next::Go) => return ControlFlow::Continue(()),
-            Ok(Next::Rotate) => Some(After::Rotate(i)),
-            Ok(Next::Flush) => Some(After::Flush),
+            Ok(next) => Some(After::Due(i, next)),
             Err(e) => Some(After::Failed(e)),
         };
         ControlFlow::Break(())

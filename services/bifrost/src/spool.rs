@@ -275,6 +275,8 @@ pub struct SpoolReader {
     value: Vec<u8>,
     /// Bytes of the buffer handed out by the last entry, consumed at the next call.
     handed: usize,
+    /// Where the next record starts in the file (named in errors).
+    at: u64,
     /// The file's size: no record is longer (a corrupt length allocates nothing).
     size: u64,
 }
@@ -296,6 +298,7 @@ impl SpoolReader {
             path: path.to_path_buf(),
             value: Vec::new(),
             handed: 0,
+            at: 0,
             size,
         })
     }
@@ -303,12 +306,17 @@ impl SpoolReader {
     /// The next entry; `None` at the end.
     ///
     /// # Errors
-    /// [`Error::Spool`] on an I/O error or a truncated file.
+    /// [`Error::Spool`] on an I/O error or a damaged file, naming the byte where the
+    /// record starts.
     pub fn next_entry(&mut self) -> Result<Option<(i64, u8, &[u8])>> {
         self.input.consume(std::mem::take(&mut self.handed));
+        let at = self.at;
         let err = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| Error::Spool { path, source }
+            move |e: std::io::Error| Error::Spool {
+                path,
+                source: std::io::Error::new(e.kind(), format!("record at byte {at}: {e}")),
+            }
         };
         let buffered = self.input.fill_buf().map_err(err(&self.path))?;
         if buffered.is_empty() {
@@ -318,6 +326,7 @@ impl SpoolReader {
             && buffered.len() - HEAD >= len
         {
             self.handed = HEAD + len;
+            self.at += (HEAD + len) as u64;
             let value = &self.input.buffer()[HEAD..HEAD + len];
             return Ok(Some((offset, flag, value)));
         }
@@ -328,7 +337,7 @@ impl SpoolReader {
             return Err(err(&self.path)(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!(
-                    "a record of {len} bytes at offset {offset} in a file of {}",
+                    "a value of {len} bytes (message offset {offset}) in a file of {}",
                     self.size
                 ),
             )));
@@ -337,12 +346,13 @@ impl SpoolReader {
         self.input
             .read_exact(&mut self.value)
             .map_err(err(&self.path))?;
+        self.at += (HEAD + len) as u64;
         Ok(Some((offset, flag, &self.value)))
     }
 }
 
 /// Bytes of a spool record before its value: Baldr length, offset, flag.
-const HEAD: usize = 17;
+const HEAD: usize = OVERHEAD as usize;
 
 /// A spool record's head at the start of `b` (when it holds one): offset, flag, value
 /// length.
@@ -449,6 +459,12 @@ mod tests {
             }
         };
         assert_eq!(n, values.len() - 1);
-        assert!(err.to_string().contains("1.spool"), "{err}");
+        let last_at = len - (OVERHEAD + values.last().unwrap().len() as u64);
+        let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(text.contains("1.spool"), "{text}");
+        assert!(
+            text.contains(&format!("record at byte {last_at}")),
+            "{text}"
+        );
     }
 }

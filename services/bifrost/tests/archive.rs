@@ -43,55 +43,6 @@ fn local(dir: &tempfile::TempDir) -> (String, lifecycle::store::OpenedStore) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stored_objects_at_level_0_hold_the_values_uncompressed() {
-    logging();
-    let kafka = KafkaCluster::start(1);
-    let brokers = kafka.bootstrap_servers().to_string();
-    let topic = unique_name("stored-");
-    kafka.create_topic(&topic, 2);
-    produce(&brokers, &topic, 2, 0..150).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (url, opened) = local(&dir);
-    let mut a = args(
-        &brokers,
-        "archiver",
-        &topic,
-        &url,
-        &dir.path().join("spool"),
-    );
-    a.rotate_records = 40;
-    a.compression_level = Some(0);
-    let run = start(a);
-    wait_records(&*opened.store, 300).await;
-    let outcome = run.stop().await;
-    assert_eq!(outcome.messages, 300);
-    let archived = archive(&*opened.store).await;
-    check_exactly_once(&archived, &topic, 2, 150);
-    // Stored, not compressed: every object holds its Baldr stream verbatim.
-    for o in archived.values().flatten() {
-        let mut stream = Vec::new();
-        for r in &o.records {
-            stream.extend_from_slice(&(r.len() as u64).to_be_bytes());
-            stream.extend_from_slice(r);
-        }
-        assert_eq!(stream.len() as u64, o.range.bytes);
-        let object = opened
-            .store
-            .get(&o.key.as_str().into())
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert!(
-            object.windows(stream.len()).any(|w| w == stream),
-            "{}: the records are stored as they are",
-            o.key
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_gets_the_exact_layout_and_values_exactly_once() {
     logging();
     let kafka = KafkaCluster::start(1);
@@ -142,6 +93,7 @@ async fn a_directory_gets_the_exact_layout_and_values_exactly_once() {
             .exists()
     );
     // Offsets were committed after upload: a new run of the group reads nothing again.
+    // This run stores (gzip level 0): its objects hold their Baldr stream verbatim.
     produce(&brokers, &topic, 2, 45..50).await;
     let mut a = args(
         &brokers,
@@ -151,11 +103,40 @@ async fn a_directory_gets_the_exact_layout_and_values_exactly_once() {
         &dir.path().join("spool"),
     );
     a.rotate_records = 5;
+    a.compression_level = Some(0);
     let run = start(a);
     wait_records(&*opened.store, 100).await;
     let outcome = run.stop().await;
     assert_eq!(outcome.messages, 10, "only the new messages");
-    check_exactly_once(&archive(&*opened.store).await, &topic, 2, 50);
+    let archived = archive(&*opened.store).await;
+    check_exactly_once(&archived, &topic, 2, 50);
+    let stored: Vec<&Object> = archived
+        .values()
+        .flatten()
+        .filter(|o| o.range.first >= 45)
+        .collect();
+    assert_eq!(stored.len(), 2, "one object per partition");
+    for o in stored {
+        let mut stream = Vec::new();
+        for r in &o.records {
+            stream.extend_from_slice(&(r.len() as u64).to_be_bytes());
+            stream.extend_from_slice(r);
+        }
+        assert_eq!(stream.len() as u64, o.range.bytes);
+        let object = opened
+            .store
+            .get(&o.key.as_str().into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(
+            object.windows(stream.len()).any(|w| w == stream),
+            "{}: the records are stored as they are",
+            o.key
+        );
+    }
     let report = bifrost::verify(&bifrost::VerifyArgs {
         store: url,
         store_options: Default::default(),
