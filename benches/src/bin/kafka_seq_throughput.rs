@@ -181,58 +181,38 @@ async fn consume_bare(brokers: &str, topic: &str, group: &str, n: usize, owned: 
     elapsed
 }
 
-/// kafka-seq: the consumer stream, acknowledging every message (commits every second).
-async fn consume_seq(brokers: &str, topic: &str, group: &str, n: usize) -> Duration {
+/// kafka-seq: the consumer stream, acknowledging every message, or (`batches`) batches of
+/// up to 256 borrowed messages (`next_batch`), each acknowledged when the callback returns;
+/// commits every second. Timed from the first message on.
+async fn consume_seq(brokers: &str, topic: &str, group: &str, n: usize, batches: bool) -> Duration {
     let mut stream = ConsumerConfig::new(brokers, group)
         .topics([topic])
         .subscribe()
         .expect("subscribe");
     let control = stream.control();
     let mut bytes = 0usize;
-    let first = stream.next().await.expect("message").expect("no error");
-    bytes += first.payload.as_ref().map_or(0, bytes::Bytes::len);
-    first.ack.ack();
-    let start = Instant::now();
-    for _ in 1..n {
-        let m = stream.next().await.expect("message").expect("no error");
-        bytes += m.payload.as_ref().map_or(0, bytes::Bytes::len);
-        m.ack.ack();
-    }
-    let elapsed = start.elapsed();
-    assert!(bytes > 0);
-    control.shutdown();
-    drop(stream);
-    control.closed().await.expect("final commit");
-    elapsed
-}
-
-/// kafka-seq: batches of borrowed messages (`next_batch`), each acknowledged when the
-/// callback returns (commits every second).
-async fn consume_batch(brokers: &str, topic: &str, group: &str, n: usize) -> Duration {
-    let mut stream = ConsumerConfig::new(brokers, group)
-        .topics([topic])
-        .subscribe()
-        .expect("subscribe");
-    let control = stream.control();
-    let mut bytes = 0usize;
-    let mut seen = stream
-        .next_batch(1, |m| {
-            bytes += m.payload.map_or(0, <[u8]>::len);
-            std::ops::ControlFlow::Continue(())
-        })
-        .await
-        .expect("message")
-        .expect("no error");
-    let start = Instant::now();
+    let mut seen = 0;
+    let mut start = Instant::now();
     while seen < n {
-        seen += stream
-            .next_batch((n - seen).min(256), |m| {
-                bytes += m.payload.map_or(0, <[u8]>::len);
-                std::ops::ControlFlow::Continue(())
-            })
-            .await
-            .expect("message")
-            .expect("no error");
+        if seen == 1 {
+            start = Instant::now();
+        }
+        if batches {
+            let max = if seen == 0 { 1 } else { (n - seen).min(256) };
+            seen += stream
+                .next_batch(max, |m| {
+                    bytes += m.payload.map_or(0, <[u8]>::len);
+                    std::ops::ControlFlow::Continue(())
+                })
+                .await
+                .expect("message")
+                .expect("no error");
+        } else {
+            let m = stream.next().await.expect("message").expect("no error");
+            bytes += m.payload.as_ref().map_or(0, bytes::Bytes::len);
+            m.ack.ack();
+            seen += 1;
+        }
     }
     let elapsed = start.elapsed();
     assert!(bytes > 0);
@@ -334,10 +314,10 @@ async fn main() {
                 }
             } else {
                 if run("consume-seq") {
-                    cs.push(consume_seq(&brokers, &t1, &format!("gs-{round}"), n).await);
+                    cs.push(consume_seq(&brokers, &t1, &format!("gs-{round}"), n, false).await);
                 }
                 if run("consume-batch") {
-                    cbt.push(consume_batch(&brokers, &t1, &format!("gt-{round}"), n).await);
+                    cbt.push(consume_seq(&brokers, &t1, &format!("gt-{round}"), n, true).await);
                 }
             }
         }
