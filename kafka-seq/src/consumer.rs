@@ -441,14 +441,14 @@ impl Shared {
         self.full() && !self.stopping.load(Ordering::SeqCst)
     }
 
-    /// One look at what librdkafka fetched, on the stream's task: the next message of a
-    /// partition assigned here is tracked, counted, and handed to `take` with its tracking.
+    /// One look at what librdkafka fetched, on the stream's task: the next message is
+    /// handed to `take`, which makes what the stream yields of it, or `None` when its
+    /// partition is not assigned here (a stale message, skipped).
     fn fetch<T>(
         &self,
         fetcher: &mut Option<Fetcher>,
-        last: &mut Option<Arc<Part>>,
         cx: &mut Context<'_>,
-        take: impl FnOnce(&BorrowedMessage<'_>, Delivered) -> T,
+        take: impl FnOnce(&BorrowedMessage<'_>) -> Option<T>,
     ) -> Fetched<T> {
         let Some(f) = fetcher.as_mut() else {
             return Fetched::End;
@@ -457,18 +457,7 @@ impl Shared {
             return Fetched::End;
         }
         f.with_dependent_mut(|_, messages| match messages.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(m))) => {
-                match self
-                    .tracker
-                    .deliver(last, m.topic(), m.partition(), m.offset())
-                {
-                    Some(delivered) => {
-                        delivered.part.metrics.received.increment(1);
-                        Fetched::Message(take(&m, delivered))
-                    }
-                    None => Fetched::Again,
-                }
-            }
+            Poll::Ready(Some(Ok(m))) => take(&m).map_or(Fetched::Again, Fetched::Message),
             Poll::Ready(Some(Err(e))) => Fetched::Failed(Error::Kafka {
                 op: format!("consume in group {}", self.group),
                 source: e,
@@ -562,10 +551,14 @@ impl KafkaStream {
             if given == 0 && shared.must_wait(cx) {
                 return Poll::Pending;
             }
-            let fetched = shared.fetch(&mut fetcher, last, cx, |m, delivered| {
+            let fetched = shared.fetch(&mut fetcher, cx, |m| {
+                // Not tracked yet: the message is settled in one step when the callback
+                // returns (Part::settle_fresh), or tracked when it is held.
+                let part = shared.tracker.current(last, m.topic(), m.partition())?;
+                part.metrics.received.increment(1);
                 let _in_batch = InBatch::enter();
-                f(MessageRef {
-                    topic: &delivered.part.topic,
+                Some(f(MessageRef {
+                    topic: &part.topic,
                     partition: m.partition(),
                     offset: m.offset(),
                     key: m.key(),
@@ -573,9 +566,9 @@ impl KafkaStream {
                     timestamp: m.timestamp().to_millis(),
                     message: m,
                     shared,
-                    delivered: &delivered,
+                    part,
                     held: false,
-                })
+                }))
             });
             match fetched {
                 Fetched::Message(flow) => {
@@ -649,7 +642,9 @@ pub struct MessageRef<'a> {
     pub timestamp: Option<i64>,
     message: &'a BorrowedMessage<'a>,
     shared: &'a Arc<Shared>,
-    delivered: &'a Delivered,
+    /// The assignment it came under; the message is not tracked there until it is
+    /// settled or held.
+    part: &'a Arc<Part>,
     held: bool,
 }
 
@@ -667,7 +662,7 @@ impl MessageRef<'_> {
     /// The partition assignment the message was delivered under (see
     /// [`Ack::assignment`]).
     pub fn assignment(&self) -> u64 {
-        self.delivered.part.id
+        self.part.id
     }
 
     /// The headers, copied, in order.
@@ -680,13 +675,22 @@ impl MessageRef<'_> {
     /// [`max_unacked`](ConsumerConfig::max_unacked).
     pub fn hold(mut self) -> Ack {
         self.held = true;
-        Ack::new(self.shared, self.delivered.clone(), self.offset)
+        Ack::new(self.shared, self.deliver(), self.offset)
     }
 
     /// An owned copy of the message, with its [`Ack`] ([`hold`](Self::hold)).
     pub fn to_owned(mut self) -> KafkaMessage {
         self.held = true;
-        owned(self.shared, self.message, self.delivered.clone())
+        owned(self.shared, self.message, self.deliver())
+    }
+
+    /// Tracks the message in its assignment (untracked when the assignment just ended:
+    /// its acknowledgement would not count anyway).
+    fn deliver(&self) -> Delivered {
+        Delivered {
+            part: self.part.clone(),
+            tracked: self.part.deliver(self.offset).unwrap_or(false),
+        }
     }
 }
 
@@ -695,7 +699,7 @@ impl Drop for MessageRef<'_> {
         if !self.held {
             // Processed when the callback returns; not when it unwinds.
             let processed = !std::thread::panicking();
-            (self.delivered.part).settle(self.offset, self.delivered.tracked, processed);
+            self.part.settle_fresh(self.offset, processed);
         }
     }
 }
@@ -733,8 +737,11 @@ impl Stream for KafkaStream {
             if shared.must_wait(cx) {
                 return Poll::Pending;
             }
-            let fetched = shared.fetch(&mut shared.fetcher(), &mut this.last, cx, |m, d| {
-                owned(shared, m, d)
+            let last = &mut this.last;
+            let fetched = shared.fetch(&mut shared.fetcher(), cx, |m| {
+                let d = (shared.tracker).deliver(last, m.topic(), m.partition(), m.offset())?;
+                d.part.metrics.received.increment(1);
+                Some(owned(shared, m, d))
             });
             match fetched {
                 Fetched::Message(m) => return Poll::Ready(Some(Ok(m))),

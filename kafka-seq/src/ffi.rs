@@ -1,6 +1,7 @@
 //! The librdkafka calls rust-rdkafka does not wrap: two reads of state librdkafka already
-//! keeps, for metrics (no request to a broker, nothing that blocks), and an asynchronous
-//! commit whose result comes back to the consumer.
+//! keeps, for metrics (no request to a broker, nothing that blocks), an asynchronous
+//! commit whose result comes back to the consumer, and producing through a topic handle
+//! (rust-rdkafka produces by name: a C copy of the name and a locked lookup per message).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -77,4 +78,103 @@ pub(crate) fn cached_high_watermark<C: ClientContext>(
         )
     };
     (err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
+/// A librdkafka topic handle (`rd_kafka_topic_t`), one reference, released when dropped.
+/// Producing through it skips what producing by name costs per message: a C copy of the
+/// name and a lookup of the topic under the client's lock.
+#[derive(Debug)]
+pub(crate) struct TopicHandle(std::ptr::NonNull<rdsys::rd_kafka_topic_t>);
+
+// SAFETY: librdkafka topic handles are reference-counted and safe to use from any thread.
+unsafe impl Send for TopicHandle {}
+// SAFETY: as above; producing through a shared handle is thread-safe in librdkafka.
+unsafe impl Sync for TopicHandle {}
+
+impl TopicHandle {
+    /// A handle on `topic` for `client` (default topic configuration); `None` when
+    /// librdkafka refuses the name.
+    ///
+    /// # Safety
+    /// The handle must be dropped before `client` is destroyed.
+    pub(crate) unsafe fn new<C: ClientContext>(client: &Client<C>, topic: &str) -> Option<Self> {
+        let name = CString::new(topic).ok()?;
+        // SAFETY: the client pointer is valid while borrowed, `name` is NUL-terminated for
+        // the call, and a null configuration means the defaults. The result is a new
+        // reference (or null), released in `drop`.
+        let rkt = unsafe {
+            rdsys::rd_kafka_topic_new(client.native_ptr(), name.as_ptr(), std::ptr::null_mut())
+        };
+        std::ptr::NonNull::new(rkt).map(TopicHandle)
+    }
+
+    /// The raw handle.
+    pub(crate) fn ptr(&self) -> *mut rdsys::rd_kafka_topic_t {
+        self.0.as_ptr()
+    }
+}
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        // SAFETY: the one reference `new` took, released once; the client outlives it (the
+        // contract of `new`).
+        unsafe { rdsys::rd_kafka_topic_destroy(self.0.as_ptr()) }
+    }
+}
+
+/// What to produce: `rd_kafka_producev` arguments (payload and key are copied by
+/// librdkafka before the call returns).
+pub(crate) struct Produce<'a> {
+    pub partition: i32,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    /// Milliseconds since the epoch; 0 lets librdkafka stamp the message.
+    pub timestamp: i64,
+}
+
+/// Enqueues a message through a topic handle, as rust-rdkafka's `BaseProducer::send` does
+/// through the topic's name (same flags: payload and key copied; no headers). On success
+/// librdkafka owns `opaque`; on an error it stays the caller's.
+///
+/// # Safety
+/// `rkt` must be a live handle of `client`'s; `opaque` what the client's delivery context
+/// expects.
+pub(crate) unsafe fn produce<C: ClientContext>(
+    client: &Client<C>,
+    rkt: *mut rdsys::rd_kafka_topic_t,
+    m: &Produce<'_>,
+    opaque: *mut std::ffi::c_void,
+) -> rdsys::rd_kafka_resp_err_t {
+    use rdsys::rd_kafka_vtype_t::*;
+    let bytes = |b: Option<&[u8]>| match b {
+        Some(b) => (b.as_ptr() as *mut std::ffi::c_void, b.len()),
+        None => (std::ptr::null_mut(), 0),
+    };
+    let (payload, payload_len) = bytes(m.payload);
+    let (key, key_len) = bytes(m.key);
+    // SAFETY: the caller's contract for `rkt` and `opaque`; payload and key are
+    // valid for the call and copied (RD_KAFKA_MSG_F_COPY); the argument list is the one
+    // rust-rdkafka passes, with the topic handle in place of the name.
+    unsafe {
+        rdsys::rd_kafka_producev(
+            client.native_ptr(),
+            RD_KAFKA_VTYPE_RKT,
+            rkt,
+            RD_KAFKA_VTYPE_PARTITION,
+            m.partition,
+            RD_KAFKA_VTYPE_MSGFLAGS,
+            rdsys::RD_KAFKA_MSG_F_COPY,
+            RD_KAFKA_VTYPE_VALUE,
+            payload,
+            payload_len,
+            RD_KAFKA_VTYPE_KEY,
+            key,
+            key_len,
+            RD_KAFKA_VTYPE_OPAQUE,
+            opaque,
+            RD_KAFKA_VTYPE_TIMESTAMP,
+            m.timestamp,
+            RD_KAFKA_VTYPE_END,
+        )
+    }
 }

@@ -45,8 +45,8 @@ use slab::Slab;
 
 use crate::Error;
 use crate::opaque::{MAX_LANES, MAX_SLOTS, Opaque};
-use crate::producer::KafkaProducer;
 use crate::producer::Record;
+use crate::producer::{KafkaProducer, TopicCache};
 
 /// A slot with no message.
 const EMPTY: u8 = 0;
@@ -194,6 +194,7 @@ pub(crate) fn open(
     Ok((
         LaneSender {
             producer,
+            topic: TopicCache::default(),
             shared: shared.clone(),
             registration: registration.clone(),
             next: 0,
@@ -208,6 +209,8 @@ pub(crate) fn open(
 /// The sending half of a lane: see the [module docs](self).
 pub struct LaneSender {
     producer: KafkaProducer,
+    /// The topic handle used last (valid while `producer` lives).
+    topic: TopicCache,
     shared: Arc<LaneShared>,
     registration: Arc<Registration>,
     /// The slot the next message takes.
@@ -284,7 +287,7 @@ impl LaneSender {
         self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
         match self
             .producer
-            .enqueue(topic, record, || Opaque::lane(lane, slot))
+            .enqueue(topic, &mut self.topic, record, || Opaque::lane(lane, slot))
         {
             Ok(true) => {
                 self.next = (slot + 1) % self.shared.states.len();
@@ -317,7 +320,7 @@ impl LaneSender {
         let enqueued = loop {
             match self
                 .producer
-                .enqueue(topic, record, || Opaque::lane(lane, slot))
+                .enqueue(topic, &mut self.topic, record, || Opaque::lane(lane, slot))
             {
                 Ok(true) => break Ok(()),
                 Ok(false) => tokio::time::sleep(crate::producer::QUEUE_FULL_RETRY).await,

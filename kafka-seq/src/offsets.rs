@@ -8,6 +8,7 @@
 //! path increments them without a lookup.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::metrics::PartitionMetrics;
@@ -23,6 +24,9 @@ pub(crate) struct Part {
     pub id: u64,
     /// The metrics of this partition (labels built once per assignment).
     pub metrics: PartitionMetrics,
+    /// Set with `state.revoked` (under its lock): read without the lock to skip a revoked
+    /// assignment's messages in [`Tracker::current`].
+    gone: AtomicBool,
     state: Mutex<PartState>,
 }
 
@@ -50,6 +54,77 @@ struct PartState {
     confirmed: Option<i64>,
 }
 
+impl PartState {
+    fn ack(&mut self, offset: i64) {
+        // The newest delivery is the usual one: no search.
+        let newest = self.pending.len().checked_sub(1).filter(|&i| {
+            let (first, last, _) = self.pending[i];
+            first <= offset && offset <= last
+        });
+        let found = newest.ok_or(()).or_else(|()| {
+            self.pending.binary_search_by(|&(first, last, _)| {
+                if last < offset {
+                    std::cmp::Ordering::Less
+                } else if first > offset {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+        });
+        let Ok(i) = found else {
+            return;
+        };
+        if self.pending[i].2 {
+            return; // acknowledged already
+        }
+        self.pending[i].2 = true;
+        // Merge with the acknowledged run before it (the common case: the newest message).
+        if i > 0 && self.pending[i - 1].2 {
+            let last = self.pending[i].1;
+            self.pending[i - 1].1 = last;
+            self.pending.remove(i);
+        }
+        while let Some(&(_, last, true)) = self.pending.front() {
+            self.pending.pop_front();
+            self.committable = Some(last + 1);
+        }
+    }
+
+    fn nack(&mut self, offset: i64) {
+        let limit = self.limit.map_or(offset, |l| l.min(offset));
+        self.limit = Some(limit);
+        // Offsets at or past the limit can never be committed now: stop tracking them.
+        while self
+            .pending
+            .back()
+            .is_some_and(|(first, _, _)| *first >= limit)
+        {
+            self.pending.pop_back();
+        }
+    }
+
+    /// Whether the delivery of `offset` is tracked (its ack can move the commit point).
+    fn deliver(&mut self, offset: i64) -> bool {
+        if self.next.is_none_or(|n| n <= offset) {
+            self.next = Some(offset + 1);
+        }
+        if self.limit.is_some() {
+            false
+        } else if self
+            .pending
+            .back()
+            .is_some_and(|(_, last, _)| *last >= offset)
+        {
+            // Offsets only grow within an assignment; a repeat is not tracked twice.
+            false
+        } else {
+            self.pending.push_back((offset, offset, false));
+            true
+        }
+    }
+}
+
 impl Part {
     fn lock(&self) -> MutexGuard<'_, PartState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -58,33 +133,8 @@ impl Part {
     /// The message at `offset` was processed.
     pub fn ack(&self, offset: i64) {
         let mut state = self.lock();
-        if state.revoked {
-            return;
-        }
-        let Ok(i) = state.pending.binary_search_by(|&(first, last, _)| {
-            if last < offset {
-                std::cmp::Ordering::Less
-            } else if first > offset {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        }) else {
-            return;
-        };
-        if state.pending[i].2 {
-            return; // acknowledged already
-        }
-        state.pending[i].2 = true;
-        // Merge with the acknowledged run before it (the common case: the newest message).
-        if i > 0 && state.pending[i - 1].2 {
-            let last = state.pending[i].1;
-            state.pending[i - 1].1 = last;
-            state.pending.remove(i);
-        }
-        while let Some(&(_, last, true)) = state.pending.front() {
-            state.pending.pop_front();
-            state.committable = Some(last + 1);
+        if !state.revoked {
+            state.ack(offset);
         }
     }
 
@@ -92,19 +142,15 @@ impl Part {
     /// this assignment, so it is redelivered after a restart or rebalance.
     pub fn nack(&self, offset: i64) {
         let mut state = self.lock();
-        if state.revoked {
-            return;
+        if !state.revoked {
+            state.nack(offset);
         }
-        let limit = state.limit.map_or(offset, |l| l.min(offset));
-        state.limit = Some(limit);
-        // Offsets at or past the limit can never be committed now: stop tracking them.
-        while state
-            .pending
-            .back()
-            .is_some_and(|(first, _, _)| *first >= limit)
-        {
-            state.pending.pop_back();
-        }
+    }
+
+    /// Marks the assignment ended (under its lock).
+    fn end(&self, state: &mut PartState) {
+        state.revoked = true;
+        self.gone.store(true, Ordering::Release);
     }
 
     /// A handed-out message is done with: counted as acknowledged (`processed`) or not,
@@ -123,29 +169,36 @@ impl Part {
         }
     }
 
+    /// A message handed out untracked (by [`Tracker::current`]) is done with, in one step
+    /// under one lock: tracked as delivered, then acknowledged (`processed`) or not, as
+    /// [`deliver`](Self::deliver) then [`settle`](Self::settle) would. Messages of one
+    /// assignment must be settled this way in offset order, each before the next one is
+    /// delivered or settled (the batch interface does: one message at a time).
+    pub fn settle_fresh(&self, offset: i64, processed: bool) {
+        if processed {
+            self.metrics.acked.increment(1);
+        } else {
+            self.metrics.nacked.increment(1);
+        }
+        let mut state = self.lock();
+        if state.revoked || !state.deliver(offset) {
+            return;
+        }
+        if processed {
+            state.ack(offset);
+        } else {
+            state.nack(offset);
+        }
+    }
+
     /// Starts tracking `offset`, delivered under this assignment: whether its ack can move
     /// the commit point; `None` when the assignment ended.
-    fn deliver(&self, offset: i64) -> Option<bool> {
+    pub fn deliver(&self, offset: i64) -> Option<bool> {
         let mut state = self.lock();
         if state.revoked {
             return None;
         }
-        if state.next.is_none_or(|n| n <= offset) {
-            state.next = Some(offset + 1);
-        }
-        Some(if state.limit.is_some() {
-            false
-        } else if state
-            .pending
-            .back()
-            .is_some_and(|(_, last, _)| *last >= offset)
-        {
-            // Offsets only grow within an assignment; a repeat is not tracked twice.
-            false
-        } else {
-            state.pending.push_back((offset, offset, false));
-            true
-        })
+        Some(state.deliver(offset))
     }
 
     /// Whether this assignment ended (revoked, assigned again, or sought).
@@ -253,11 +306,12 @@ impl Tracker {
             partition,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             metrics: PartitionMetrics::new(topic, partition),
+            gone: AtomicBool::new(false),
             state: Mutex::new(PartState::default()),
         });
         let id = part.id;
         if let Some(old) = tp.parts[i].replace(part) {
-            old.lock().revoked = true;
+            old.end(&mut old.lock());
         }
         id
     }
@@ -274,7 +328,7 @@ impl Tracker {
         }
         let offset = {
             let mut state = part.lock();
-            state.revoked = true;
+            part.end(&mut state);
             state.committable.filter(|c| state.committed != Some(*c))
         };
         part.metrics.lag.set(0.0);
@@ -310,6 +364,32 @@ impl Tracker {
         let tracked = part.deliver(offset)?;
         *last = Some(part.clone());
         Some(Delivered { part, tracked })
+    }
+
+    /// The current assignment of a fetched message's partition, without tracking the
+    /// message (the batch interface settles it later with [`Part::settle_fresh`]); `None`
+    /// when the partition is not assigned here. As [`deliver`](Self::deliver), uses and
+    /// refreshes the caller's cache `last`; a cached assignment is used only while its
+    /// `gone` flag is clear.
+    pub fn current<'a>(
+        &self,
+        last: &'a mut Option<Arc<Part>>,
+        topic: &str,
+        partition: i32,
+    ) -> Option<&'a Arc<Part>> {
+        let cached = last.as_ref().is_some_and(|part| {
+            part.partition == partition
+                && *part.topic == *topic
+                && !part.gone.load(Ordering::Acquire)
+        });
+        if !cached {
+            let part = self.lock().part(topic, partition)?.clone();
+            if part.gone.load(Ordering::Acquire) {
+                return None;
+            }
+            *last = Some(part);
+        }
+        last.as_ref()
     }
 
     /// Offsets to commit now (progress since the last commit); marks them committed.
@@ -512,6 +592,42 @@ mod tests {
         assert!(t.deliver(&mut last, "a", 1, 6).is_none());
         second.ack(5);
         assert!(commits(&t).is_empty());
+    }
+
+    #[test]
+    fn untracked_messages_settle_in_one_step_around_held_ones() {
+        let t = Tracker::default();
+        t.assign("a", 0);
+        let mut last = None;
+        assert!(t.current(&mut last, "a", 1).is_none(), "not assigned here");
+        let part = t.current(&mut last, "a", 0).unwrap().clone();
+        part.settle_fresh(0, true);
+        part.settle_fresh(1, true);
+        assert_eq!(commits(&t), [("a".to_string(), 0, 2)]);
+        // 2 is held (tracked when held), 3 and 4 settle while it is out: no commit past 2.
+        assert_eq!(part.deliver(2), Some(true));
+        part.settle_fresh(3, true);
+        part.settle_fresh(4, true);
+        assert!(commits(&t).is_empty());
+        part.ack(2);
+        assert_eq!(commits(&t), [("a".to_string(), 0, 5)]);
+        // Not processed (the callback panicked): commits stop before it for good.
+        part.settle_fresh(5, false);
+        part.settle_fresh(6, true);
+        assert!(commits(&t).is_empty());
+        // Assigned anew: the cached assignment is not used; the old one ignores settles.
+        t.assign("a", 0);
+        let second = t.current(&mut last, "a", 0).unwrap().clone();
+        assert!(!Arc::ptr_eq(&part, &second));
+        part.settle_fresh(7, true);
+        assert!(commits(&t).is_empty());
+        second.settle_fresh(10, true);
+        assert_eq!(commits(&t), [("a".to_string(), 0, 11)]);
+        t.revoke("a", 0);
+        assert!(
+            t.current(&mut last, "a", 0).is_none(),
+            "revoked: cache or not"
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ use futures::task::AtomicWaker;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::oneshot;
 
@@ -123,6 +124,7 @@ impl ProducerConfig {
             .map_err(kafka_err(format!("create producer for {}", self.brokers)))?;
         Ok(KafkaProducer {
             inner: Arc::new(Inner {
+                handles: Mutex::default(),
                 producer,
                 in_flight,
                 flush_timeout: self.flush_timeout,
@@ -380,11 +382,65 @@ impl ProducerContext for DeliveryContext {
 }
 
 pub(crate) struct Inner {
+    /// Topic handles made for producing, by name; never removed while the client lives.
+    /// Declared before `producer`: they are released before the client is destroyed.
+    handles: Mutex<HashMap<String, ffi::TopicHandle>>,
     producer: ThreadedProducer<DeliveryContext>,
     pub(crate) in_flight: Arc<InFlight>,
     flush_timeout: Duration,
     topics: Arc<Topics>,
     lanes: Arc<Lanes>,
+}
+
+/// The topic handle a sender used last, so that producing to one topic again takes no
+/// lookup (a comparison of names). Valid while the producer it came from lives: keep it
+/// beside a clone of that producer.
+#[derive(Debug, Default)]
+pub(crate) struct TopicCache {
+    name: String,
+    rkt: Option<Rkt>,
+}
+
+/// A topic handle's pointer, owned by the producer's `Inner::handles`.
+#[derive(Debug, Clone, Copy)]
+struct Rkt(std::ptr::NonNull<rdkafka::bindings::rd_kafka_topic_t>);
+
+// SAFETY: librdkafka topic handles may be used from any thread; the pointer stays valid while
+// the producer (whose map owns the handle) lives, which every holder of a cache keeps alive.
+#[allow(unsafe_code)]
+unsafe impl Send for Rkt {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl Sync for Rkt {}
+
+impl Inner {
+    /// The handle of `topic`, made at its first use; `None` when librdkafka refuses the
+    /// name (the message then goes by name, and fails there with librdkafka's error).
+    #[allow(unsafe_code)]
+    fn topic(&self, topic: &str, cache: &mut TopicCache) -> Option<Rkt> {
+        if let Some(rkt) = cache.rkt
+            && cache.name == topic
+        {
+            return Some(rkt);
+        }
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let rkt = match handles.get(topic) {
+            Some(h) => h.ptr(),
+            None => {
+                // SAFETY: the handle lives in `handles`, dropped before `producer` (field
+                // order), so before the client is destroyed.
+                let h = unsafe { ffi::TopicHandle::new(self.producer.client(), topic) }?;
+                let ptr = h.ptr();
+                handles.insert(topic.to_owned(), h);
+                ptr
+            }
+        };
+        let rkt = Rkt(std::ptr::NonNull::new(rkt)?);
+        cache.name.clear();
+        cache.name.push_str(topic);
+        cache.rkt = Some(rkt);
+        Some(rkt)
+    }
 }
 
 /// A Kafka producer; cheap to clone (clones share the client).
@@ -415,7 +471,8 @@ impl KafkaProducer {
             metrics: self.inner.topics.get(topic),
         });
         // librdkafka's own queue may be full (by bytes): wait for deliveries to drain it.
-        while !self.enqueue(topic, record, || Opaque::token(token.clone()))? {
+        let mut cache = TopicCache::default();
+        while !self.enqueue(topic, &mut cache, record, || Opaque::token(token.clone()))? {
             tokio::time::sleep(QUEUE_FULL_RETRY).await;
         }
         slot.keep();
@@ -434,7 +491,49 @@ impl KafkaProducer {
     /// Hands the record to librdkafka with the opaque `make` builds (the caller holds an
     /// in-flight slot, kept until the delivery report); `Ok(false)` when librdkafka's queue
     /// is full.
+    #[allow(unsafe_code)]
     pub(crate) fn enqueue(
+        &self,
+        topic: &str,
+        cache: &mut TopicCache,
+        record: &Record,
+        make: impl FnOnce() -> Opaque,
+    ) -> Result<bool, Error> {
+        // rust-rdkafka keeps its header lists' pointers to itself: records with headers go
+        // by name, through it.
+        let rkt = match record.headers.is_empty() {
+            true => self.inner.topic(topic, cache),
+            false => None,
+        };
+        let Some(rkt) = rkt else {
+            return self.enqueue_by_name(topic, record, make);
+        };
+        let m = ffi::Produce {
+            partition: record.partition.unwrap_or(-1),
+            key: record.key.as_deref(),
+            payload: record.payload.as_deref(),
+            timestamp: record.timestamp.unwrap_or(0),
+        };
+        let opaque = make().into_ptr();
+        // SAFETY: `rkt` is a live handle of this client (owned by `self.inner`) and the
+        // opaque is what `DeliveryContext` reads back.
+        let err = unsafe { ffi::produce(self.inner.producer.client(), rkt.0.as_ptr(), &m, opaque) };
+        if err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Ok(true);
+        }
+        // SAFETY: refused: the opaque made above was not taken; reclaimed once, here.
+        drop(unsafe { Opaque::from_ptr(opaque) });
+        match RDKafkaErrorCode::from(err) {
+            RDKafkaErrorCode::QueueFull => Ok(false),
+            code => Err(Error::Kafka {
+                op: format!("produce to topic {topic}"),
+                source: KafkaError::MessageProduction(code),
+            }),
+        }
+    }
+
+    /// `enqueue` by the topic's name, through rust-rdkafka (when no handle could be made).
+    fn enqueue_by_name(
         &self,
         topic: &str,
         record: &Record,
@@ -507,6 +606,7 @@ impl KafkaProducer {
         KafkaSink {
             producer: self.clone(),
             topic,
+            cache: TopicCache::default(),
             state: Arc::new(SinkState::new(metrics)),
             token: None,
             sent: 0,
@@ -539,6 +639,8 @@ pub(crate) const QUEUE_FULL_RETRY: Duration = Duration::from_millis(2);
 pub struct KafkaSink {
     producer: KafkaProducer,
     topic: String,
+    /// The topic's handle (valid while `producer` lives).
+    cache: TopicCache,
     state: Arc<SinkState>,
     /// The token current messages carry, and how many more may carry it.
     token: Option<(Arc<Token>, u32)>,
@@ -607,8 +709,9 @@ impl KafkaSink {
         let token = self.token();
         match self
             .producer
-            .enqueue(&self.topic, &record, || Opaque::token(token))
-        {
+            .enqueue(&self.topic, &mut self.cache, &record, || {
+                Opaque::token(token)
+            }) {
             Ok(true) => {
                 self.sent += 1;
                 Ok(())

@@ -12,6 +12,9 @@
 //!   the uncompressed archiving path), 4 (the default) and 6 and zstd 3; MB/s of message
 //!   bytes from the tenth of the messages received (the group join and first fetches are
 //!   not timed) to the last one read, or archived.
+//!   `BIFROST_BENCH_PERF=FIFO` (with `perf record --control=fifo:FIFO -D -1`) profiles only
+//!   those timed parts: of the archive runs, or of the bare reader with
+//!   `BIFROST_BENCH_PERF_BARE=1`.
 //! - `rss BIFROST_BIN [PARTITIONS] [BUDGET]`: a 500-partition topic archived by the bifrost
 //!   binary (a child process) with `--memory-budget BUDGET`; its peak RSS (VmHWM).
 
@@ -24,6 +27,21 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+
+/// Turns `perf record --control=fifo:FIFO -D -1` on or off around the timed part of the
+/// `bare` reader or of the archive runs (`BIFROST_BENCH_PERF=FIFO`).
+fn perf(bare: bool, on: bool) {
+    let Ok(fifo) = std::env::var("BIFROST_BENCH_PERF") else {
+        return;
+    };
+    if bare != std::env::var("BIFROST_BENCH_PERF_BARE").is_ok() {
+        return;
+    }
+    let cmd: &[u8] = if on { b"enable\n" } else { b"disable\n" };
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(fifo) {
+        let _ = f.write_all(cmd);
+    }
+}
 
 /// Writes `mb` MB of JSON events, one per line, from a seeded generator.
 fn generate(file: &Path, mb: usize) {
@@ -205,10 +223,12 @@ async fn bare(brokers: &str, topic: &str, n: usize) -> f64 {
         let m = stream.next().await.unwrap().unwrap();
         if i == n / 10 {
             first = Some(Instant::now());
+            perf(true, true);
         }
         sum += m.payload().map_or(0, <[u8]>::len);
     }
     let s = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    perf(true, false);
     drop(stream);
     std::hint::black_box(sum);
     s
@@ -244,15 +264,8 @@ async fn seq(brokers: &str, topic: &str, n: usize, pattern: bool) -> f64 {
     s
 }
 
-fn counter(recorder: &telemetry::Recorder, name: &str, topic: &str, partitions: i32) -> u64 {
-    let snap = recorder.snapshot();
-    (0..partitions)
-        .map(|p| {
-            let p = p.to_string();
-            snap.counter(name, &[("partition", p.as_str()), ("topic", topic)])
-                .unwrap_or(0)
-        })
-        .sum()
+fn counter(recorder: &telemetry::Recorder, name: &str, topic: &str) -> u64 {
+    recorder.counter_sum(name, &[("topic", topic)])
 }
 
 async fn archive_once(
@@ -293,46 +306,22 @@ async fn archive_once(
             .collect();
     }
     let stop = lifecycle::CancellationToken::new();
-    let before_recv = counter(
-        recorder,
-        "bifrost_messages_received_total",
-        topic,
-        partitions,
-    );
-    let before = counter(
-        recorder,
-        "bifrost_records_archived_total",
-        topic,
-        partitions,
-    );
+    let before_recv = counter(recorder, "bifrost_messages_received_total", topic);
+    let before = counter(recorder, "bifrost_records_archived_total", topic);
     let task = tokio::spawn(bifrost::run(a, stop.clone()));
     // Timed from the tenth of the messages on (as the readers above): the group join and
     // the first fetches are not the archiver's speed.
-    while counter(
-        recorder,
-        "bifrost_messages_received_total",
-        topic,
-        partitions,
-    ) < before_recv + n as u64 / 10
+    while counter(recorder, "bifrost_messages_received_total", topic) < before_recv + n as u64 / 10
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let t = Instant::now();
+    perf(false, true);
     if std::env::var("BIFROST_BENCH_CURVE").is_ok() {
         let mut last = Instant::now();
         loop {
-            let r = counter(
-                recorder,
-                "bifrost_messages_received_total",
-                topic,
-                partitions,
-            ) - before_recv;
-            let a = counter(
-                recorder,
-                "bifrost_records_archived_total",
-                topic,
-                partitions,
-            ) - before;
+            let r = counter(recorder, "bifrost_messages_received_total", topic) - before_recv;
+            let a = counter(recorder, "bifrost_records_archived_total", topic) - before;
             if last.elapsed() > Duration::from_millis(100) {
                 let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
                 let f: Vec<&str> = stat
@@ -356,20 +345,9 @@ async fn archive_once(
         }
     }
     let mut received = None;
-    while counter(
-        recorder,
-        "bifrost_records_archived_total",
-        topic,
-        partitions,
-    ) < before + n as u64
-    {
+    while counter(recorder, "bifrost_records_archived_total", topic) < before + n as u64 {
         if received.is_none()
-            && counter(
-                recorder,
-                "bifrost_messages_received_total",
-                topic,
-                partitions,
-            ) >= before_recv + n as u64
+            && counter(recorder, "bifrost_messages_received_total", topic) >= before_recv + n as u64
         {
             received = Some(t.elapsed().as_secs_f64());
             eprintln!("all received after {received:?} s");
@@ -377,6 +355,7 @@ async fn archive_once(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let s = t.elapsed().as_secs_f64();
+    perf(false, false);
     eprintln!("{codec:?} {level}: all received after {received:?} s, archived after {s:.2} s");
     stop.cancel();
     let outcome = task.await.unwrap().unwrap();
