@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use kafka_seq::{LaneReports, LaneSender};
 
-use crate::forward::{Scratch, SettleBatch, Shared, Submitted};
+use crate::forward::{Outgoing, Scratch, SettleBatch, Shared, Submitted};
 use crate::framing::{Decoder, Frame, Framing, trim};
 use crate::relp;
 
@@ -133,11 +133,15 @@ impl Batcher {
 
     /// Adds an item, handing the batch over when full; `false` when the settler is gone.
     async fn push(&mut self, item: Item) -> bool {
+        !self.add(item) || self.flush().await
+    }
+
+    /// Adds an item without waiting; `true` when the batch is full and must be flushed.
+    /// (The per-message path: an item given to the async `push` is first moved into its
+    /// future, a copy of a few hundred bytes per message.)
+    fn add(&mut self, item: Item) -> bool {
         self.items.push(item);
-        if self.items.len() >= BATCH {
-            return self.flush().await;
-        }
-        true
+        self.items.len() >= BATCH
     }
 
     /// Hands over what is pending; `false` when the settler is gone.
@@ -192,12 +196,27 @@ impl Reader {
 /// held in the reader's batch hold budget that only their settling gives back: they are
 /// handed over before waiting for room.
 async fn submit_frame(cfg: &ConnConfig, r: &mut Reader, frame: Frame, clock: Clock) -> Submitted {
+    match submit_now(cfg, r, frame, clock) {
+        Ok(s) => s,
+        Err(out) => submit_waiting(cfg, r, out).await,
+    }
+}
+
+/// Builds the frame's record and, when the budget and the lane have room (the common case),
+/// produces it without waiting; `Err` with the record when it must wait
+/// ([`submit_waiting`]). Synchronous, so that the per-message path copies no future.
+fn submit_now(
+    cfg: &ConnConfig,
+    r: &mut Reader,
+    frame: Frame,
+    clock: Clock,
+) -> Result<Submitted, Outgoing> {
     let Reader {
-        batch,
         lane,
         scratch,
         oversize_logged,
         peer,
+        ..
     } = r;
     let peer = *peer;
     let mut lane = lane.as_mut();
@@ -234,23 +253,23 @@ async fn submit_frame(cfg: &ConnConfig, r: &mut Reader, frame: Frame, clock: Clo
         cfg.metrics.parse_failures.increment(1);
     }
     match oversized {
-        Some(reason) if cfg.oversize == Oversize::DeadLetter => Submitted::Refused(out, reason),
-        _ => {
-            let out = match lane.as_deref_mut() {
-                Some(l) => match shared.try_submit(out, l) {
-                    Ok(s) => return s,
-                    Err(out) => out,
-                },
-                None => out,
-            };
-            // What the batch holds is settled only once handed over: do that before
-            // waiting for budget or for a lane slot.
-            if !shared.has_room(&out) || lane.as_ref().is_some_and(|l| !l.has_room()) {
-                batch.flush().await;
-            }
-            shared.submit(out, lane).await
-        }
+        Some(reason) if cfg.oversize == Oversize::DeadLetter => Ok(Submitted::Refused(out, reason)),
+        _ => match lane.as_deref_mut() {
+            Some(l) => shared.try_submit(out, l),
+            None => Err(out),
+        },
     }
+}
+
+/// Submits a record [`submit_now`] could not: hands over the pending batch first (what it
+/// holds is settled only once handed over), then waits for budget and a lane slot.
+async fn submit_waiting(cfg: &ConnConfig, r: &mut Reader, out: Outgoing) -> Submitted {
+    let shared = &cfg.shared;
+    let mut lane = r.lane.as_mut();
+    if !shared.has_room(&out) || lane.as_ref().is_some_and(|l| !l.has_room()) {
+        r.batch.flush().await;
+    }
+    shared.submit(out, lane.as_deref_mut()).await
 }
 
 /// Settles items in order; for RELP writes the answers to `writer`.
@@ -351,8 +370,11 @@ where
     let mut clock = Clock::now();
     loop {
         while let Some(frame) = decoder.decode(&mut buf, eof) {
-            let s = submit_frame(&cfg, &mut r, frame, clock).await;
-            if !r.batch.push(Item::Message(s, None)).await {
+            let s = match submit_now(&cfg, &mut r, frame, clock) {
+                Ok(s) => s,
+                Err(out) => submit_waiting(&cfg, &mut r, out).await,
+            };
+            if r.batch.add(Item::Message(s, None)) && !r.batch.flush().await {
                 return;
             }
         }
@@ -415,8 +437,11 @@ where
                         },
                         None => Frame::Message(trim(f.data)),
                     };
-                    let s = submit_frame(&cfg, &mut r, frame, clock).await;
-                    if !r.batch.push(Item::Message(s, Some(f.txnr))).await {
+                    let s = match submit_now(&cfg, &mut r, frame, clock) {
+                        Ok(s) => s,
+                        Err(out) => submit_waiting(&cfg, &mut r, out).await,
+                    };
+                    if r.batch.add(Item::Message(s, Some(f.txnr))) && !r.batch.flush().await {
                         break 'session;
                     }
                     continue;
