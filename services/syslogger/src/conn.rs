@@ -205,6 +205,7 @@ async fn submit_frame(cfg: &ConnConfig, r: &mut Reader, frame: Frame, clock: Clo
 /// Builds the frame's record and, when the budget and the lane have room (the common case),
 /// produces it without waiting; `Err` with the record when it must wait
 /// ([`submit_waiting`]). Synchronous, so that the per-message path copies no future.
+#[allow(clippy::result_large_err)] // as `Shared::try_submit`: a box would allocate per message
 fn submit_now(
     cfg: &ConnConfig,
     r: &mut Reader,
@@ -254,7 +255,7 @@ fn submit_now(
     }
     match oversized {
         Some(reason) if cfg.oversize == Oversize::DeadLetter => Ok(Submitted::Refused(out, reason)),
-        _ => match lane.as_deref_mut() {
+        _ => match lane.as_mut() {
             Some(l) => shared.try_submit(out, l),
             None => Err(out),
         },
@@ -265,11 +266,11 @@ fn submit_now(
 /// holds is settled only once handed over), then waits for budget and a lane slot.
 async fn submit_waiting(cfg: &ConnConfig, r: &mut Reader, out: Outgoing) -> Submitted {
     let shared = &cfg.shared;
-    let mut lane = r.lane.as_mut();
+    let lane = r.lane.as_mut();
     if !shared.has_room(&out) || lane.as_ref().is_some_and(|l| !l.has_room()) {
         r.batch.flush().await;
     }
-    shared.submit(out, lane.as_deref_mut()).await
+    shared.submit(out, lane).await
 }
 
 /// Settles items in order; for RELP writes the answers to `writer`.
