@@ -292,8 +292,14 @@ async fn two_consumers_split_partitions_and_a_rebalance_loses_nothing() {
         seen.insert(id(&m));
         m.ack.ack();
     };
-    for _ in 0..300 {
+    // Bounded in time, not only in count: while messages flow, 300 turns pass long before
+    // the group has rebalanced.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for _ in 0..100_000 {
         if !cb.assignment().is_empty() && ca.assignment().len() + cb.assignment().len() == 4 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
             break;
         }
         if let Ok(Some((who, m))) = timeout(Duration::from_millis(100), both.next()).await {
