@@ -109,8 +109,8 @@ impl TopicHandle {
     }
 
     /// The raw handle.
-    pub(crate) fn ptr(&self) -> *mut rdsys::rd_kafka_topic_t {
-        self.0.as_ptr()
+    pub(crate) fn ptr(&self) -> std::ptr::NonNull<rdsys::rd_kafka_topic_t> {
+        self.0
     }
 }
 

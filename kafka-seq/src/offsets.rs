@@ -55,6 +55,8 @@ struct PartState {
 }
 
 impl PartState {
+    /// The message at `offset` was processed: the commit point moves past every
+    /// contiguously acknowledged offset.
     fn ack(&mut self, offset: i64) {
         // The newest delivery is the usual one: no search.
         let newest = self.pending.len().checked_sub(1).filter(|&i| {
@@ -91,6 +93,8 @@ impl PartState {
         }
     }
 
+    /// The message at `offset` was not processed: commits stop before it for the rest of
+    /// this assignment, so it is redelivered after a restart or rebalance.
     fn nack(&mut self, offset: i64) {
         let limit = self.limit.map_or(offset, |l| l.min(offset));
         self.limit = Some(limit);
@@ -101,6 +105,14 @@ impl PartState {
             .is_some_and(|(first, _, _)| *first >= limit)
         {
             self.pending.pop_back();
+        }
+    }
+
+    fn settle(&mut self, offset: i64, processed: bool) {
+        if processed {
+            self.ack(offset);
+        } else {
+            self.nack(offset);
         }
     }
 
@@ -130,17 +142,19 @@ impl Part {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The message at `offset` was processed.
-    pub fn ack(&self, offset: i64) {
+    /// The tracked message at `offset` was processed (tests: `settle` without the count).
+    #[cfg(test)]
+    fn ack(&self, offset: i64) {
         let mut state = self.lock();
         if !state.revoked {
             state.ack(offset);
         }
     }
 
-    /// The message at `offset` was not processed: commits stop before it for the rest of
-    /// this assignment, so it is redelivered after a restart or rebalance.
-    pub fn nack(&self, offset: i64) {
+    /// The tracked message at `offset` was not processed: commits stop before it for the
+    /// rest of this assignment (tests: `settle` without the count).
+    #[cfg(test)]
+    fn nack(&self, offset: i64) {
         let mut state = self.lock();
         if !state.revoked {
             state.nack(offset);
@@ -156,16 +170,22 @@ impl Part {
     /// A handed-out message is done with: counted as acknowledged (`processed`) or not,
     /// and, when it is `tracked`, acked or nacked.
     pub fn settle(&self, offset: i64, tracked: bool, processed: bool) {
+        self.count(processed);
+        if !tracked {
+            return;
+        }
+        let mut state = self.lock();
+        if !state.revoked {
+            state.settle(offset, processed);
+        }
+    }
+
+    /// Counts a handed-out message as acknowledged or not.
+    fn count(&self, processed: bool) {
         if processed {
             self.metrics.acked.increment(1);
-            if tracked {
-                self.ack(offset);
-            }
         } else {
             self.metrics.nacked.increment(1);
-            if tracked {
-                self.nack(offset);
-            }
         }
     }
 
@@ -175,19 +195,10 @@ impl Part {
     /// assignment must be settled this way in offset order, each before the next one is
     /// delivered or settled (the batch interface does: one message at a time).
     pub fn settle_fresh(&self, offset: i64, processed: bool) {
-        if processed {
-            self.metrics.acked.increment(1);
-        } else {
-            self.metrics.nacked.increment(1);
-        }
+        self.count(processed);
         let mut state = self.lock();
-        if state.revoked || !state.deliver(offset) {
-            return;
-        }
-        if processed {
-            state.ack(offset);
-        } else {
-            state.nack(offset);
+        if !state.revoked && state.deliver(offset) {
+            state.settle(offset, processed);
         }
     }
 

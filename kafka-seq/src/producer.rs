@@ -435,7 +435,7 @@ impl Inner {
                 ptr
             }
         };
-        let rkt = Rkt(std::ptr::NonNull::new(rkt)?);
+        let rkt = Rkt(rkt);
         cache.name.clear();
         cache.name.push_str(topic);
         cache.rkt = Some(rkt);
@@ -501,9 +501,10 @@ impl KafkaProducer {
     ) -> Result<bool, Error> {
         // rust-rdkafka keeps its header lists' pointers to itself: records with headers go
         // by name, through it.
-        let rkt = match record.headers.is_empty() {
-            true => self.inner.topic(topic, cache),
-            false => None,
+        let rkt = if record.headers.is_empty() {
+            self.inner.topic(topic, cache)
+        } else {
+            None
         };
         let Some(rkt) = rkt else {
             return self.enqueue_by_name(topic, record, make);

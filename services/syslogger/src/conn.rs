@@ -230,7 +230,7 @@ async fn submit_frame(cfg: &ConnConfig, r: &mut Reader, frame: Frame, clock: Clo
 
 /// Builds the frame's record and, when the budget and the lane have room (the common case),
 /// produces it without waiting; `Err` with the record when it must wait
-/// ([`submit_waiting`]). Synchronous, so that the per-message path copies no future.
+/// ([`submit_waiting`]), whose future (holding the record) is made only then.
 #[allow(clippy::result_large_err)] // as `Shared::try_submit`: a box would allocate per message
 fn submit_now(
     cfg: &ConnConfig,
@@ -400,10 +400,7 @@ where
     let mut clock = Clock::now();
     loop {
         while let Some(frame) = decoder.decode(&mut buf, eof) {
-            let s = match submit_now(&cfg, &mut r, frame, clock) {
-                Ok(s) => s,
-                Err(out) => submit_waiting(&cfg, &mut r, out).await,
-            };
+            let s = submit_frame(&cfg, &mut r, frame, clock).await;
             if r.batch.add(Item::Message(s, None)) && !r.batch.flush().await {
                 return;
             }
@@ -472,10 +469,7 @@ where
                         },
                         None => Frame::Message(trim(f.data)),
                     };
-                    let s = match submit_now(&cfg, &mut r, frame, clock) {
-                        Ok(s) => s,
-                        Err(out) => submit_waiting(&cfg, &mut r, out).await,
-                    };
+                    let s = submit_frame(&cfg, &mut r, frame, clock).await;
                     if r.batch.add(Item::Message(s, Some(f.txnr))) && !r.batch.flush().await {
                         break 'session;
                     }
