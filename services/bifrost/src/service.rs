@@ -343,7 +343,7 @@ pub async fn run_with_store(
     let (recycle_tx, recycle) = mpsc::channel(BATCHES + 2);
     let writer = spool::start_writer(
         spool.path().to_path_buf(),
-        spool.bytes.clone(),
+        spool.files.clone(),
         spool_rx,
         recycle_tx,
     )?;
@@ -363,7 +363,7 @@ pub async fn run_with_store(
         tokens: cfg.tokens,
         abandon: CancellationToken::new(),
         fatal: fatal_tx,
-        spool_bytes: spool.bytes.clone(),
+        spool: spool.files.clone(),
     });
     tracing::info!(store = %opened.url, prefix = %key_prefix, group = %cfg.group, topics = %cfg.pattern, spool = %spool.path().display(), "bifrost archiving");
     let mut a = Archiver {
@@ -782,7 +782,7 @@ impl Archiver {
                 .set(oldest.map_or(0.0, |d| d.as_secs_f64()));
         }
         self.spool_gauge
-            .set(self.spool.bytes.load(Ordering::Relaxed) as f64);
+            .set(self.spool.files.bytes.load(Ordering::Relaxed) as f64);
         Ok(())
     }
 

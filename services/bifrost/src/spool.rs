@@ -7,13 +7,20 @@
 //! offset (8 bytes, big-endian), a flag (1: a skipped tombstone, no value) and the value.
 //! Compression happens only when a file is uploaded, a few at a time, so memory does not
 //! grow with the number of partitions (no compressor state per partition).
+//!
+//! An uploaded file is kept for reuse (up to [`FREE_FILES`] files and [`FREE_BYTES`]) and
+//! the next spool file written over it from its start, instead of being deleted and a new
+//! one allocated: the file system's page and block allocation and freeing cost more than
+//! the copying itself (profiled on tmpfs: allocating a spool file's pages and freeing them
+//! at its deletion were ~10% of bifrost's CPU). A reused file may be longer than what it
+//! holds; its reader stops at the length its writer recorded.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
@@ -28,6 +35,10 @@ pub const SKIPPED: u8 = 1;
 pub const OVERHEAD: u64 = 8 + 8 + 1;
 /// Open spool files kept at once; past it the writer closes them all and reopens on demand.
 const MAX_OPEN: usize = 512;
+/// Uploaded spool files kept for reuse, at most.
+pub const FREE_FILES: usize = 64;
+/// Bytes on disk of the uploaded spool files kept for reuse, at most.
+pub const FREE_BYTES: u64 = 256 << 20;
 
 /// Messages for spool files, already in the spool's record format, back to back: one
 /// copy of each value (from librdkafka's buffer into this one), written by the writer
@@ -76,7 +87,8 @@ impl Batch {
 pub enum Command {
     /// Append these records.
     Write(Batch),
-    /// The file is complete: close it and give `job` to the uploader.
+    /// The file is complete: close it and give `job` to the uploader (with its length as
+    /// written).
     Finish {
         /// The spool file's id.
         spool: u64,
@@ -98,8 +110,67 @@ pub enum Command {
 pub struct SpoolDir {
     dir: tempfile::TempDir,
     _lock: File,
-    /// Bytes in spool files now (for the `bifrost_spool_bytes` gauge).
-    pub bytes: Arc<AtomicI64>,
+    /// Its files' accounting and the files kept for reuse.
+    pub files: Arc<SpoolFiles>,
+}
+
+/// What the writer and the uploaders share: the bytes spooled and the uploaded files kept
+/// for reuse.
+#[derive(Debug, Default)]
+pub struct SpoolFiles {
+    /// Bytes of messages in spool files now (for the `bifrost_spool_bytes` gauge; the
+    /// files kept for reuse are not counted).
+    pub bytes: AtomicI64,
+    free: Mutex<Free>,
+}
+
+#[derive(Debug, Default)]
+struct Free {
+    /// Files and their sizes on disk.
+    files: Vec<(PathBuf, u64)>,
+    bytes: u64,
+}
+
+impl SpoolFiles {
+    /// A spool file is done with (uploaded or abandoned): `len` bytes of messages leave the
+    /// count, and the file is kept for reuse when there is room, deleted otherwise.
+    pub fn release(&self, path: &Path, len: u64) {
+        self.bytes.fetch_sub(len as i64, Ordering::Relaxed);
+        let Ok(size) = std::fs::metadata(path).map(|m| m.len()) else {
+            return;
+        };
+        {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            if free.files.len() < FREE_FILES && free.bytes + size <= FREE_BYTES {
+                free.bytes += size;
+                free.files.push((path.to_path_buf(), size));
+                return;
+            }
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// A file kept for reuse, renamed to `path`, opened for writing from its start (its
+    /// old bytes stay until overwritten); `None` when none is kept.
+    fn reuse(&self, path: &Path) -> Option<File> {
+        loop {
+            let (old, size) = {
+                let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+                let (old, size) = free.files.pop()?;
+                free.bytes -= size;
+                (old, size)
+            };
+            let opened = std::fs::rename(&old, path)
+                .and_then(|()| std::fs::OpenOptions::new().write(true).open(path));
+            match opened {
+                Ok(f) => return Some(f),
+                Err(e) => {
+                    tracing::debug!(file = %old.display(), size, error = %e, "a spool file kept for reuse is gone");
+                    let _ = std::fs::remove_file(&old);
+                }
+            }
+        }
+    }
 }
 
 impl SpoolDir {
@@ -141,7 +212,7 @@ impl SpoolDir {
         Ok(SpoolDir {
             dir,
             _lock: lock,
-            bytes: Arc::new(AtomicI64::new(0)),
+            files: Arc::new(SpoolFiles::default()),
         })
     }
 
@@ -167,7 +238,7 @@ fn file_of(dir: &Path, id: u64) -> PathBuf {
 /// The thread cannot be started.
 pub fn start_writer(
     dir: PathBuf,
-    bytes: Arc<AtomicI64>,
+    files: Arc<SpoolFiles>,
     mut commands: mpsc::Receiver<Command>,
     recycle: mpsc::Sender<Batch>,
 ) -> Result<std::thread::JoinHandle<Result<()>>> {
@@ -176,8 +247,9 @@ pub fn start_writer(
         .spawn(move || {
             let mut w = Writer {
                 dir,
-                bytes,
+                files,
                 open: HashMap::new(),
+                lens: HashMap::new(),
                 failed: None,
             };
             while let Some(cmd) = commands.blocking_recv() {
@@ -192,8 +264,13 @@ pub fn start_writer(
                         batch.clear();
                         let _ = recycle.try_send(batch);
                     }
-                    Command::Finish { spool, job, to } => {
+                    Command::Finish { spool, mut job, to } => {
                         w.open.remove(&spool);
+                        let len = w.lens.remove(&spool).unwrap_or(0);
+                        if let UploadJob::Spool(s) = &mut job {
+                            debug_assert!(w.failed.is_some() || s.bytes == len);
+                            s.bytes = len;
+                        }
                         if w.failed.is_none() {
                             // The uploader's queue has room: the consumer counts what it sent.
                             let _ = to.blocking_send(job);
@@ -201,8 +278,8 @@ pub fn start_writer(
                     }
                     Command::Discard { spool } => {
                         w.open.remove(&spool);
-                        let path = file_of(&w.dir, spool);
-                        remove_counted(&path, &w.bytes);
+                        let len = w.lens.remove(&spool).unwrap_or(0);
+                        w.files.release(&file_of(&w.dir, spool), len);
                     }
                 }
             }
@@ -214,18 +291,12 @@ pub fn start_writer(
         })
 }
 
-/// Removes a spool file and takes its size off the gauge.
-pub fn remove_counted(path: &Path, bytes: &AtomicI64) {
-    if let Ok(m) = std::fs::metadata(path) {
-        bytes.fetch_sub(m.len() as i64, Ordering::Relaxed);
-    }
-    let _ = std::fs::remove_file(path);
-}
-
 struct Writer {
     dir: PathBuf,
-    bytes: Arc<AtomicI64>,
+    files: Arc<SpoolFiles>,
     open: HashMap<u64, File>,
+    /// Bytes written to each unfinished spool file (a reused file can be longer).
+    lens: HashMap<u64, u64>,
     failed: Option<Error>,
 }
 
@@ -241,7 +312,9 @@ impl Writer {
                     path: file_of(&self.dir, id),
                     source,
                 })?;
-            self.bytes
+            *self.lens.entry(id).or_default() += records.len() as u64;
+            self.files
+                .bytes
                 .fetch_add(records.len() as i64, Ordering::Relaxed);
         }
         Ok(())
@@ -255,11 +328,18 @@ impl Writer {
         match self.open.entry(id) {
             std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|source| Error::Spool { path, source })?;
+                let f = match self.lens.get(&id) {
+                    // Reopened (it was closed with the others past `MAX_OPEN`).
+                    Some(&len) => std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|mut f| f.seek(SeekFrom::Start(len)).map(|_| f)),
+                    None => match self.files.reuse(&path) {
+                        Some(f) => Ok(f),
+                        None => File::create(&path),
+                    },
+                }
+                .map_err(|source| Error::Spool { path, source })?;
                 Ok(v.insert(f))
             }
         }
@@ -270,31 +350,32 @@ impl Writer {
 /// whole in the read buffer is handed out from it (no copy); one that straddles the
 /// buffer's end is copied.
 pub struct SpoolReader {
-    input: BufReader<File>,
+    input: BufReader<std::io::Take<File>>,
     path: PathBuf,
     value: Vec<u8>,
     /// Bytes of the buffer handed out by the last entry, consumed at the next call.
     handed: usize,
     /// Where the next record starts in the file (named in errors).
     at: u64,
-    /// The file's size: no record is longer (a corrupt length allocates nothing).
+    /// The length written: no record is longer (a corrupt length allocates nothing).
     size: u64,
 }
 
 impl SpoolReader {
-    /// Opens a finished spool file.
+    /// Opens a finished spool file holding `len` bytes of records (a reused file can be
+    /// longer: what follows is not read).
     ///
     /// # Errors
     /// [`Error::Spool`] when it cannot be opened.
-    pub fn open(path: &Path) -> Result<SpoolReader> {
+    pub fn open(path: &Path, len: u64) -> Result<SpoolReader> {
         let io = |source| Error::Spool {
             path: path.to_path_buf(),
             source,
         };
         let f = File::open(path).map_err(io)?;
-        let size = f.metadata().map_err(io)?.len();
+        let size = len;
         Ok(SpoolReader {
-            input: BufReader::with_capacity(256 * 1024, f),
+            input: BufReader::with_capacity(256 * 1024, f.take(len)),
             path: path.to_path_buf(),
             value: Vec::new(),
             handed: 0,
@@ -386,24 +467,31 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let (rtx, mut rrx) = mpsc::channel(4);
         let writer =
-            start_writer(spool.path().to_path_buf(), spool.bytes.clone(), rx, rtx).unwrap();
+            start_writer(spool.path().to_path_buf(), spool.files.clone(), rx, rtx).unwrap();
         let big = vec![7u8; 300 * 1024];
         let mut entries = Batch::default();
         entries.push(1, 10, VALUE, b"a");
-        entries.push(2, 3, VALUE, b"x");
+        entries.push(2, 3, VALUE, &[9u8; 5000]);
         entries.push(1, 11, SKIPPED, b"");
         entries.push(1, 12, VALUE, &big);
         assert_eq!(entries.runs.len(), 3);
         tx.send(Command::Write(entries)).await.unwrap();
-        tx.send(Command::Discard { spool: 2 }).await.unwrap();
         let recycled = rrx.recv().await.unwrap();
         assert!(recycled.is_empty() && recycled.data.capacity() >= big.len());
+        // Spool 2 abandoned: kept for reuse, and spool 3 is written over it.
+        tx.send(Command::Discard { spool: 2 }).await.unwrap();
+        let mut entries = recycled;
+        entries.push(3, 4, VALUE, b"y");
+        tx.send(Command::Write(entries)).await.unwrap();
         drop(tx);
         tokio::task::spawn_blocking(move || writer.join().unwrap().unwrap())
             .await
             .unwrap();
-        assert!(!spool.file(2).exists());
-        let mut r = SpoolReader::open(&spool.file(1)).unwrap();
+        assert!(!spool.file(2).exists(), "spool 2's file was reused");
+        let len1 = 3 * OVERHEAD + 1 + big.len() as u64;
+        let len3 = OVERHEAD + 1;
+        assert!(std::fs::metadata(spool.file(3)).unwrap().len() > len3);
+        let mut r = SpoolReader::open(&spool.file(1), len1).unwrap();
         let mut got = Vec::new();
         while let Some((o, f, v)) = r.next_entry().unwrap() {
             got.push((o, f, v.to_vec()));
@@ -412,20 +500,35 @@ mod tests {
         assert_eq!(got[0], (10, VALUE, b"a".to_vec()));
         assert_eq!(got[1], (11, SKIPPED, vec![]));
         assert_eq!((got[2].0, got[2].2.len()), (12, big.len()));
+        // The reused file's old bytes past what spool 3 holds are not read.
+        let mut r = SpoolReader::open(&spool.file(3), len3).unwrap();
+        assert_eq!(r.next_entry().unwrap(), Some((4, VALUE, &b"y"[..])));
+        assert_eq!(r.next_entry().unwrap(), None);
         assert_eq!(
-            spool.bytes.load(Ordering::Relaxed) as u64,
-            std::fs::metadata(spool.file(1)).unwrap().len()
+            spool.files.bytes.load(Ordering::Relaxed) as u64,
+            len1 + len3
         );
+        // Released: counted off; kept while there is room, deleted past it.
+        spool.files.release(&spool.file(3), len3);
+        assert_eq!(spool.files.bytes.load(Ordering::Relaxed) as u64, len1);
+        assert!(spool.file(3).exists());
+        let files = SpoolFiles::default();
+        for i in 0..FREE_FILES + 2 {
+            let path = spool.path().join(format!("x{i}"));
+            std::fs::write(&path, b"z").unwrap();
+            files.release(&path, 1);
+            assert_eq!(path.exists(), i < FREE_FILES, "file {i}");
+        }
     }
 
     #[test]
     fn records_across_read_buffer_boundaries_read_back_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let bytes = Arc::new(AtomicI64::new(0));
         let mut w = Writer {
             dir: dir.path().to_path_buf(),
-            bytes,
+            files: Arc::new(SpoolFiles::default()),
             open: HashMap::new(),
+            lens: HashMap::new(),
             failed: None,
         };
         // Sizes that land records across the 256 KiB buffer's end at many places.
@@ -436,9 +539,22 @@ mod tests {
         for (i, v) in values.iter().enumerate() {
             batch.push(1, i as i64, VALUE, v);
         }
+        // In two writes, the file closed between them (as past `MAX_OPEN`): the second
+        // goes on where the first ended.
+        let half = batch.runs[0].1 / 2;
+        let whole = std::mem::take(&mut batch.data);
+        batch.data.extend_from_slice(&whole[..half]);
+        batch.runs[0].1 = half;
         w.write(&batch).unwrap();
+        w.open.clear();
+        batch.data.clear();
+        batch.data.extend_from_slice(&whole[half..]);
+        batch.runs[0].1 = whole.len() - half;
+        w.write(&batch).unwrap();
+        let len = w.lens[&1];
+        assert_eq!(len, whole.len() as u64);
         drop(w);
-        let mut r = SpoolReader::open(&file_of(dir.path(), 1)).unwrap();
+        let mut r = SpoolReader::open(&file_of(dir.path(), 1), len).unwrap();
         for (i, v) in values.iter().enumerate() {
             let (o, f, got) = r.next_entry().unwrap().unwrap();
             assert_eq!((o, f, got), (i as i64, VALUE, &v[..]), "record {i}");
@@ -449,7 +565,7 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
-        let mut r = SpoolReader::open(&path).unwrap();
+        let mut r = SpoolReader::open(&path, len).unwrap();
         let mut n = 0;
         let err = loop {
             match r.next_entry() {

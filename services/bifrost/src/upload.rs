@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::meta::{HEADER_READ, ObjectRange};
 use crate::metrics::PartitionMetrics;
-use crate::spool::{SKIPPED, SpoolReader, VALUE, remove_counted};
+use crate::spool::{SKIPPED, SpoolFiles, SpoolReader, VALUE};
 use crate::token::{self, Token};
 
 /// Memory counted per upload besides the spool's bytes (compressor state, buffers).
@@ -94,8 +94,8 @@ pub struct Uploads {
     pub abandon: CancellationToken,
     /// Where an uploader reports an error the service cannot go on with.
     pub fatal: mpsc::Sender<Error>,
-    /// The spool's size gauge.
-    pub spool_bytes: Arc<AtomicI64>,
+    /// The spool's files (done with after their upload).
+    pub spool: Arc<SpoolFiles>,
 }
 
 /// A partition uploader's progress, shared with the consumer.
@@ -183,7 +183,7 @@ impl Uploader {
                     self.replay = Some(plan);
                 }
                 UploadJob::Spool(s) => {
-                    let path = s.path.clone();
+                    let (path, len) = (s.path.clone(), s.bytes);
                     self.set_uploading(Some(s.opened));
                     let result = self.upload(s).await;
                     self.set_uploading(None);
@@ -191,7 +191,7 @@ impl Uploader {
                         tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "archiving stopped");
                         let _ = self.uploads.fatal.try_send(e);
                     }
-                    remove_counted(&path, &self.uploads.spool_bytes);
+                    self.uploads.spool.release(&path, len);
                     self.progress.backlog.fetch_sub(1, Ordering::SeqCst);
                 }
             }
@@ -368,11 +368,11 @@ impl Uploader {
         split_start: Option<i64>,
     ) -> Result<Option<Built>> {
         let _cpu = self.uploads.cpu.acquire().await.ok();
-        let path = s.path.clone();
+        let (path, len) = (s.path.clone(), s.bytes);
         let codec = self.uploads.codec;
         let level = self.uploads.level;
         tokio::task::spawn_blocking(move || {
-            build_object(&path, from, until, split_start, codec, level)
+            build_object(&path, len, from, until, split_start, codec, level)
         })
         .await
         .map_err(|e| Error::Internal(format!("compression task: {e}")))?
@@ -686,11 +686,13 @@ impl Write for StoredGzip {
     }
 }
 
-/// Builds one object from the spool file's messages with offsets in `from..=until`:
+/// Builds one object from the messages with offsets in `from..=until` of the spool file
+/// holding `size` bytes of records:
 /// `None` when there are none. Its range starts at its first message, or at `split_start`
 /// when a replay cuts there (so that the object it replaces keeps its key).
 fn build_object(
     path: &std::path::Path,
+    size: u64,
     from: i64,
     until: i64,
     split_start: Option<i64>,
@@ -701,8 +703,7 @@ fn build_object(
         path: path.to_path_buf(),
         source,
     };
-    let mut input = SpoolReader::open(path)?;
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut input = SpoolReader::open(path, size)?;
     // A guess at the compressed size, to allocate once in most cases.
     let capacity = (size / 4).clamp(4096, 64 << 20) as usize;
     let encoder = match codec {
@@ -839,7 +840,7 @@ mod tests {
             tokens: false,
             abandon: CancellationToken::new(),
             fatal,
-            spool_bytes: Arc::new(AtomicI64::new(0)),
+            spool: Arc::new(SpoolFiles::default()),
         });
         let u = Uploader::new(
             uploads,
