@@ -410,7 +410,11 @@ fn main() {
         .collect();
     let mut topic_no = 0;
     let mut rsyslog_lost: Vec<i64> = Vec::new();
+    // Each round's rates by variant: a round's variants ran minutes apart at most, on a
+    // host whose speed drifts by 1.5x within minutes, so ratios are taken per round.
+    let mut by_round: Vec<std::collections::HashMap<&str, f64>> = Vec::new();
     for round in 0..rounds {
+        by_round.push(Default::default());
         for (variant, rates, rss) in results.iter_mut() {
             if let Ok(only) = std::env::var("SYSLOGGER_BENCH_ONLY")
                 && !only.split(',').any(|o| o == *variant)
@@ -501,6 +505,9 @@ fn main() {
             );
             rates.push(r);
             rss.push(kb);
+            if let Some(this) = by_round.last_mut() {
+                this.insert(*variant, r);
+            }
         }
     }
     println!("messages={n} size={SIZE} rounds={rounds} partitions={PARTITIONS}");
@@ -530,10 +537,28 @@ fn main() {
         (Some(x), Some(y)) => format!("{:.2}x", x / y),
         _ => "n/a".into(),
     };
+    // The median of the per-round ratios (rounds where both ran).
+    let paired = |a: &str, b: &str| {
+        let mut v: Vec<f64> = by_round
+            .iter()
+            .filter_map(|r| Some(r.get(a)? / r.get(b)?))
+            .collect();
+        if v.is_empty() {
+            "n/a".into()
+        } else {
+            format!("{:.2}x", median(&mut v))
+        }
+    };
     println!(
         "tcp/bare {} (target >= 0.7x), tcp/rsyslog {} (target >= 1.0x), relp/tcp {} (target >= 0.5x)",
         ratio("tcp", "bare"),
         ratio("tcp", "rsyslog"),
         ratio("relp", "tcp")
+    );
+    println!(
+        "per-round ratios, median: tcp/bare {}, tcp/rsyslog {}, relp/tcp {}",
+        paired("tcp", "bare"),
+        paired("tcp", "rsyslog"),
+        paired("relp", "tcp")
     );
 }
