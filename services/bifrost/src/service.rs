@@ -671,6 +671,7 @@ impl Archiver {
             first: open.first,
             last: open.last,
             bytes: open.bytes,
+            disk: open.bytes,
             held: open.held,
             opened: open.opened,
         });

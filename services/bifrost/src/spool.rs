@@ -133,26 +133,23 @@ struct Free {
 
 impl SpoolFiles {
     /// A spool file is done with (uploaded or abandoned): `len` bytes of messages leave the
-    /// count, and the file is kept for reuse when there is room, deleted otherwise.
-    pub fn release(&self, path: &Path, len: u64) {
+    /// count, and the file (`disk` bytes on disk) is kept for reuse when there is room.
+    /// `false` when it is not: the caller deletes it (a blocking call).
+    pub fn release(&self, path: &Path, len: u64, disk: u64) -> bool {
         self.bytes.fetch_sub(len as i64, Ordering::Relaxed);
-        let Ok(size) = std::fs::metadata(path).map(|m| m.len()) else {
-            return;
-        };
-        {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            if free.files.len() < FREE_FILES && free.bytes + size <= FREE_BYTES {
-                free.bytes += size;
-                free.files.push((path.to_path_buf(), size));
-                return;
-            }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.files.len() < FREE_FILES && free.bytes + disk <= FREE_BYTES {
+            free.bytes += disk;
+            free.files.push((path.to_path_buf(), disk));
+            true
+        } else {
+            false
         }
-        let _ = std::fs::remove_file(path);
     }
 
     /// A file kept for reuse, renamed to `path`, opened for writing from its start (its
-    /// old bytes stay until overwritten); `None` when none is kept.
-    fn reuse(&self, path: &Path) -> Option<File> {
+    /// old bytes stay until overwritten), with its size; `None` when none is kept.
+    fn reuse(&self, path: &Path) -> Option<(File, u64)> {
         loop {
             let (old, size) = {
                 let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
@@ -163,7 +160,7 @@ impl SpoolFiles {
             let opened = std::fs::rename(&old, path)
                 .and_then(|()| std::fs::OpenOptions::new().write(true).open(path));
             match opened {
-                Ok(f) => return Some(f),
+                Ok(f) => return Some((f, size)),
                 Err(e) => {
                     tracing::debug!(file = %old.display(), size, error = %e, "a spool file kept for reuse is gone");
                     let _ = std::fs::remove_file(&old);
@@ -266,10 +263,11 @@ pub fn start_writer(
                     }
                     Command::Finish { spool, mut job, to } => {
                         w.open.remove(&spool);
-                        let len = w.lens.remove(&spool).unwrap_or(0);
+                        let written = w.lens.remove(&spool).unwrap_or_default();
                         if let UploadJob::Spool(s) = &mut job {
-                            debug_assert!(w.failed.is_some() || s.bytes == len);
-                            s.bytes = len;
+                            debug_assert!(w.failed.is_some() || s.bytes == written.len);
+                            s.bytes = written.len;
+                            s.disk = written.disk;
                         }
                         if w.failed.is_none() {
                             // The uploader's queue has room: the consumer counts what it sent.
@@ -278,8 +276,11 @@ pub fn start_writer(
                     }
                     Command::Discard { spool } => {
                         w.open.remove(&spool);
-                        let len = w.lens.remove(&spool).unwrap_or(0);
-                        w.files.release(&file_of(&w.dir, spool), len);
+                        let written = w.lens.remove(&spool).unwrap_or_default();
+                        let path = file_of(&w.dir, spool);
+                        if !w.files.release(&path, written.len, written.disk) {
+                            let _ = std::fs::remove_file(&path);
+                        }
                     }
                 }
             }
@@ -295,9 +296,16 @@ struct Writer {
     dir: PathBuf,
     files: Arc<SpoolFiles>,
     open: HashMap<u64, File>,
-    /// Bytes written to each unfinished spool file (a reused file can be longer).
-    lens: HashMap<u64, u64>,
+    /// What each unfinished spool file holds.
+    lens: HashMap<u64, Written>,
     failed: Option<Error>,
+}
+
+/// A spool file's bytes written, and its size on disk (more when a longer file was reused).
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    len: u64,
+    disk: u64,
 }
 
 impl Writer {
@@ -312,7 +320,9 @@ impl Writer {
                     path: file_of(&self.dir, id),
                     source,
                 })?;
-            *self.lens.entry(id).or_default() += records.len() as u64;
+            let w = self.lens.entry(id).or_default();
+            w.len += records.len() as u64;
+            w.disk = w.disk.max(w.len);
             self.files
                 .bytes
                 .fetch_add(records.len() as i64, Ordering::Relaxed);
@@ -330,12 +340,15 @@ impl Writer {
             std::collections::hash_map::Entry::Vacant(v) => {
                 let f = match self.lens.get(&id) {
                     // Reopened (it was closed with the others past `MAX_OPEN`).
-                    Some(&len) => std::fs::OpenOptions::new()
+                    Some(w) => std::fs::OpenOptions::new()
                         .write(true)
                         .open(&path)
-                        .and_then(|mut f| f.seek(SeekFrom::Start(len)).map(|_| f)),
+                        .and_then(|mut f| f.seek(SeekFrom::Start(w.len)).map(|_| f)),
                     None => match self.files.reuse(&path) {
-                        Some(f) => Ok(f),
+                        Some((f, disk)) => {
+                            self.lens.insert(id, Written { len: 0, disk });
+                            Ok(f)
+                        }
                         None => File::create(&path),
                     },
                 }
@@ -508,17 +521,18 @@ mod tests {
             spool.files.bytes.load(Ordering::Relaxed) as u64,
             len1 + len3
         );
-        // Released: counted off; kept while there is room, deleted past it.
-        spool.files.release(&spool.file(3), len3);
+        // Released: counted off; kept while there is room (in files and bytes).
+        assert!(spool.files.release(&spool.file(3), len3, 5000 + OVERHEAD));
         assert_eq!(spool.files.bytes.load(Ordering::Relaxed) as u64, len1);
-        assert!(spool.file(3).exists());
         let files = SpoolFiles::default();
         for i in 0..FREE_FILES + 2 {
             let path = spool.path().join(format!("x{i}"));
-            std::fs::write(&path, b"z").unwrap();
-            files.release(&path, 1);
-            assert_eq!(path.exists(), i < FREE_FILES, "file {i}");
+            assert_eq!(files.release(&path, 1, 1), i < FREE_FILES, "file {i}");
         }
+        let files = SpoolFiles::default();
+        assert!(files.release(Path::new("a"), 1, FREE_BYTES - 10));
+        assert!(!files.release(Path::new("b"), 1, 11));
+        assert!(files.release(Path::new("c"), 1, 10));
     }
 
     #[test]
@@ -551,7 +565,7 @@ mod tests {
         batch.data.extend_from_slice(&whole[half..]);
         batch.runs[0].1 = whole.len() - half;
         w.write(&batch).unwrap();
-        let len = w.lens[&1];
+        let len = w.lens[&1].len;
         assert_eq!(len, whole.len() as u64);
         drop(w);
         let mut r = SpoolReader::open(&file_of(dir.path(), 1), len).unwrap();

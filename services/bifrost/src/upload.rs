@@ -39,8 +39,11 @@ pub struct FinishedSpool {
     pub first: i64,
     /// Offset of its last message.
     pub last: i64,
-    /// Its bytes on disk.
+    /// The bytes of records it holds (set by the spool writer).
     pub bytes: u64,
+    /// Its size on disk: more than `bytes` when a longer file was reused (set by the spool
+    /// writer).
+    pub disk: u64,
     /// The acknowledgement of its first message, held until it is archived: the partition's
     /// commit cannot pass it before.
     pub held: Ack,
@@ -183,7 +186,7 @@ impl Uploader {
                     self.replay = Some(plan);
                 }
                 UploadJob::Spool(s) => {
-                    let (path, len) = (s.path.clone(), s.bytes);
+                    let (path, len, disk) = (s.path.clone(), s.bytes, s.disk);
                     self.set_uploading(Some(s.opened));
                     let result = self.upload(s).await;
                     self.set_uploading(None);
@@ -191,7 +194,10 @@ impl Uploader {
                         tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "archiving stopped");
                         let _ = self.uploads.fatal.try_send(e);
                     }
-                    self.uploads.spool.release(&path, len);
+                    if !self.uploads.spool.release(&path, len, disk) {
+                        // Deleting a file can take a while (freeing its blocks).
+                        tokio::task::spawn_blocking(move || std::fs::remove_file(path));
+                    }
                     self.progress.backlog.fetch_sub(1, Ordering::SeqCst);
                 }
             }
