@@ -386,14 +386,13 @@ impl SpoolReader {
             source,
         };
         let f = File::open(path).map_err(io)?;
-        let size = len;
         Ok(SpoolReader {
             input: BufReader::with_capacity(256 * 1024, f.take(len)),
             path: path.to_path_buf(),
             value: Vec::new(),
             handed: 0,
             at: 0,
-            size,
+            size: len,
         })
     }
 
