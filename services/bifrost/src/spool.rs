@@ -276,10 +276,12 @@ pub fn start_writer(
                     }
                     Command::Discard { spool } => {
                         w.open.remove(&spool);
-                        let written = w.lens.remove(&spool).unwrap_or_default();
-                        let path = file_of(&w.dir, spool);
-                        if !w.files.release(&path, written.len, written.disk) {
-                            let _ = std::fs::remove_file(&path);
+                        // (Nothing written, no file.)
+                        if let Some(written) = w.lens.remove(&spool) {
+                            let path = file_of(&w.dir, spool);
+                            if !w.files.release(&path, written.len, written.disk) {
+                                let _ = std::fs::remove_file(&path);
+                            }
                         }
                     }
                 }
