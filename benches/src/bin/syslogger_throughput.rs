@@ -18,7 +18,8 @@
 //! N (+1): every variant is timed the same way. `SYSLOGGER_BENCH_ONLY=tcp,relp`
 //! runs only those variants; `SYSLOGGER_BENCH_CONNS=2` sends over two TCP connections (to
 //! syslogger and to rsyslog alike; RELP keeps one session). Each round runs every variant on a fresh 8-partition topic;
-//! the median round is reported. Targets: tcp >= 0.7x bare and >= 1.0x rsyslog; relp >=
+//! the median round is reported, with the ratios of the medians and the median of each
+//! round's ratios. Targets: tcp >= 0.7x bare and >= 1.0x rsyslog; relp >=
 //! 0.5x tcp; RSS bounded.
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -410,8 +411,8 @@ fn main() {
         .collect();
     let mut topic_no = 0;
     let mut rsyslog_lost: Vec<i64> = Vec::new();
-    // Each round's rates by variant: a round's variants ran minutes apart at most, on a
-    // host whose speed drifts by 1.5x within minutes, so ratios are taken per round.
+    // Each round's rates by variant: a round's variants run seconds apart, on a host whose
+    // speed drifts by up to 1.5x within minutes, so ratios are also taken per round.
     let mut by_round: Vec<std::collections::HashMap<&str, f64>> = Vec::new();
     for round in 0..rounds {
         by_round.push(Default::default());

@@ -670,6 +670,7 @@ impl Archiver {
             path: self.spool.file(open.id),
             first: open.first,
             last: open.last,
+            // Both as counted here; the spool writer sets them from what it wrote.
             bytes: open.bytes,
             disk: open.bytes,
             held: open.held,

@@ -246,7 +246,7 @@ pub fn start_writer(
                 dir,
                 files,
                 open: HashMap::new(),
-                lens: HashMap::new(),
+                written: HashMap::new(),
                 failed: None,
             };
             while let Some(cmd) = commands.blocking_recv() {
@@ -263,7 +263,7 @@ pub fn start_writer(
                     }
                     Command::Finish { spool, mut job, to } => {
                         w.open.remove(&spool);
-                        let written = w.lens.remove(&spool).unwrap_or_default();
+                        let written = w.written.remove(&spool).unwrap_or_default();
                         if let UploadJob::Spool(s) = &mut job {
                             debug_assert!(w.failed.is_some() || s.bytes == written.len);
                             s.bytes = written.len;
@@ -277,7 +277,7 @@ pub fn start_writer(
                     Command::Discard { spool } => {
                         w.open.remove(&spool);
                         // (Nothing written, no file.)
-                        if let Some(written) = w.lens.remove(&spool) {
+                        if let Some(written) = w.written.remove(&spool) {
                             let path = file_of(&w.dir, spool);
                             if !w.files.release(&path, written.len, written.disk) {
                                 let _ = std::fs::remove_file(&path);
@@ -299,7 +299,7 @@ struct Writer {
     files: Arc<SpoolFiles>,
     open: HashMap<u64, File>,
     /// What each unfinished spool file holds.
-    lens: HashMap<u64, Written>,
+    written: HashMap<u64, Written>,
     failed: Option<Error>,
 }
 
@@ -322,7 +322,7 @@ impl Writer {
                     path: file_of(&self.dir, id),
                     source,
                 })?;
-            let w = self.lens.entry(id).or_default();
+            let w = self.written.entry(id).or_default();
             w.len += records.len() as u64;
             w.disk = w.disk.max(w.len);
             self.files
@@ -340,7 +340,7 @@ impl Writer {
         match self.open.entry(id) {
             std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let f = match self.lens.get(&id) {
+                let f = match self.written.get(&id) {
                     // Reopened (it was closed with the others past `MAX_OPEN`).
                     Some(w) => std::fs::OpenOptions::new()
                         .write(true)
@@ -348,7 +348,7 @@ impl Writer {
                         .and_then(|mut f| f.seek(SeekFrom::Start(w.len)).map(|_| f)),
                     None => match self.files.reuse(&path) {
                         Some((f, disk)) => {
-                            self.lens.insert(id, Written { len: 0, disk });
+                            self.written.insert(id, Written { len: 0, disk });
                             Ok(f)
                         }
                         None => File::create(&path),
@@ -543,7 +543,7 @@ mod tests {
             dir: dir.path().to_path_buf(),
             files: Arc::new(SpoolFiles::default()),
             open: HashMap::new(),
-            lens: HashMap::new(),
+            written: HashMap::new(),
             failed: None,
         };
         // Sizes that land records across the 256 KiB buffer's end at many places.
@@ -566,7 +566,7 @@ mod tests {
         batch.data.extend_from_slice(&whole[half..]);
         batch.runs[0].1 = whole.len() - half;
         w.write(&batch).unwrap();
-        let len = w.lens[&1].len;
+        let len = w.written[&1].len;
         assert_eq!(len, whole.len() as u64);
         drop(w);
         let mut r = SpoolReader::open(&file_of(dir.path(), 1), len).unwrap();
