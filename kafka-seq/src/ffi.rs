@@ -1,7 +1,8 @@
 //! The librdkafka calls rust-rdkafka does not wrap: two reads of state librdkafka already
 //! keeps, for metrics (no request to a broker, nothing that blocks), an asynchronous
 //! commit whose result comes back to the consumer, and producing through a topic handle
-//! (rust-rdkafka produces by name: a C copy of the name and a locked lookup per message).
+//! (rust-rdkafka produces by name: a C copy of the name and a locked lookup per message),
+//! headers included.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -122,18 +123,20 @@ impl Drop for TopicHandle {
     }
 }
 
-/// What to produce: `rd_kafka_producev` arguments (payload and key are copied by
+/// What to produce: `rd_kafka_producev` arguments (payload, key and headers are copied by
 /// librdkafka before the call returns).
 pub(crate) struct Produce<'a> {
     pub partition: i32,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+    /// Name and value of each header, in order.
+    pub headers: &'a [(String, bytes::Bytes)],
     /// Milliseconds since the epoch; 0 lets librdkafka stamp the message.
     pub timestamp: i64,
 }
 
 /// Enqueues a message through a topic handle, as rust-rdkafka's `BaseProducer::send` does
-/// through the topic's name (same flags: payload and key copied; no headers). On success
+/// through the topic's name (same flags: payload, key and headers copied). On success
 /// librdkafka owns `opaque`; on an error it stays the caller's.
 ///
 /// # Safety
@@ -152,10 +155,32 @@ pub(crate) unsafe fn produce<C: ClientContext>(
     };
     let (payload, payload_len) = bytes(m.payload);
     let (key, key_len) = bytes(m.key);
+    // A header list of the message's own (null when it has none: producev then adds none).
+    let headers = if m.headers.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        // SAFETY: a new, empty list (freed below or owned by the message); each name and
+        // value is valid for the call and copied into it; lengths fit `isize` as slices'.
+        unsafe {
+            let h = rdsys::rd_kafka_headers_new(m.headers.len());
+            for (name, value) in m.headers {
+                rdsys::rd_kafka_header_add(
+                    h,
+                    name.as_ptr().cast(),
+                    name.len() as isize,
+                    value.as_ptr().cast(),
+                    value.len() as isize,
+                );
+            }
+            h
+        }
+    };
     // SAFETY: the caller's contract for `rkt` and `opaque`; payload and key are
     // valid for the call and copied (RD_KAFKA_MSG_F_COPY); the argument list is the one
-    // rust-rdkafka passes, with the topic handle in place of the name.
-    unsafe {
+    // rust-rdkafka passes, with the topic handle in place of the name. A header list is
+    // the message's on success and still ours on an error (librdkafka's contract for
+    // RD_KAFKA_V_HEADERS), destroyed then.
+    let err = unsafe {
         rdsys::rd_kafka_producev(
             client.native_ptr(),
             RD_KAFKA_VTYPE_RKT,
@@ -174,7 +199,14 @@ pub(crate) unsafe fn produce<C: ClientContext>(
             opaque,
             RD_KAFKA_VTYPE_TIMESTAMP,
             m.timestamp,
+            RD_KAFKA_VTYPE_HEADERS,
+            headers,
             RD_KAFKA_VTYPE_END,
         )
+    };
+    if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && !headers.is_null() {
+        // SAFETY: refused, so the list is still ours; destroyed once, here.
+        unsafe { rdsys::rd_kafka_headers_destroy(headers) }
     }
+    err
 }

@@ -499,20 +499,14 @@ impl KafkaProducer {
         record: &Record,
         make: impl FnOnce() -> Opaque,
     ) -> Result<bool, Error> {
-        // rust-rdkafka keeps its header lists' pointers to itself: records with headers go
-        // by name, through it.
-        let rkt = if record.headers.is_empty() {
-            self.inner.topic(topic, cache)
-        } else {
-            None
-        };
-        let Some(rkt) = rkt else {
+        let Some(rkt) = self.inner.topic(topic, cache) else {
             return self.enqueue_by_name(topic, record, make);
         };
         let m = ffi::Produce {
             partition: record.partition.unwrap_or(-1),
             key: record.key.as_deref(),
             payload: record.payload.as_deref(),
+            headers: &record.headers,
             timestamp: record.timestamp.unwrap_or(0),
         };
         let opaque = make().into_ptr();

@@ -1132,3 +1132,54 @@ async fn batches_borrow_messages_ack_them_on_return_and_held_ones_stop_the_commi
     drop(stream);
     timeout(WAIT, control.closed()).await.unwrap().unwrap();
 }
+
+/// Headers travel with records produced through topic handles (a sink and `send`), in
+/// order, repeated names, empty and non-UTF-8 values included; a record refused at once
+/// (over `message.max.bytes`) with headers is an error naming the topic, and the producer
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_arrive_in_order_and_a_refused_record_with_headers_is_an_error() {
+    let (_cluster, brokers, topic) = cluster_led_by_broker_1("headers-");
+    let producer = ProducerConfig::new(&brokers)
+        .set("message.max.bytes", "10000")
+        .create()
+        .unwrap();
+    let with = |i: usize| {
+        Record::new(i.to_string())
+            .header("a", format!("first {i}"))
+            .header("b", Vec::new())
+            .header("a", vec![0xff, 0x00, i as u8])
+    };
+    let mut sink = producer.sink(&topic);
+    sink.feed(with(0)).await.unwrap();
+    sink.feed(Record::new("1")).await.unwrap();
+    timeout(WAIT, sink.close()).await.unwrap().unwrap();
+    let report = producer.send(&topic, &with(2)).await.unwrap();
+    timeout(WAIT, report).await.unwrap().unwrap();
+
+    let big = Record::new(vec![b'x'; 20_000]).header("a", "too large");
+    let err = producer.send(&topic, &big).await.unwrap_err();
+    assert!(
+        matches!(&err, kafka_seq::Error::Kafka { op, .. } if op.contains(&topic)),
+        "{err}"
+    );
+    let report = producer.send(&topic, &with(3)).await.unwrap();
+    timeout(WAIT, report).await.unwrap().unwrap();
+
+    let mut stream = consumer(&brokers, &unique_name("g-"), &topic);
+    for i in 0..4 {
+        let m = next(&mut stream).await;
+        assert_eq!(id(&m), i, "every message once, in order");
+        let want: Vec<(String, Option<bytes::Bytes>)> = if i == 1 {
+            Vec::new()
+        } else {
+            vec![
+                ("a".into(), Some(format!("first {i}").into())),
+                ("b".into(), Some(bytes::Bytes::new())),
+                ("a".into(), Some(vec![0xff, 0x00, i as u8].into())),
+            ]
+        };
+        assert_eq!(m.headers, want, "message {i}'s headers");
+        m.ack.ack();
+    }
+}

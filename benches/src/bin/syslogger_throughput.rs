@@ -17,7 +17,8 @@
 //! ready child to go) until the topic's high watermarks, polled by the parent, add up to
 //! N (+1): every variant is timed the same way. `SYSLOGGER_BENCH_ONLY=tcp,relp`
 //! runs only those variants; `SYSLOGGER_BENCH_CONNS=2` sends over two TCP connections (to
-//! syslogger and to rsyslog alike; RELP keeps one session). Each round runs every variant on a fresh 8-partition topic;
+//! syslogger and to rsyslog alike; RELP keeps one session); `SYSLOGGER_BENCH_HEADERS=1` has
+//! syslogger add the parsed fields as headers (`--headers`). Each round runs every variant on a fresh 8-partition topic;
 //! the median round is reported, with the ratios of the medians and the median of each
 //! round's ratios. Targets: tcp >= 0.7x bare and >= 1.0x rsyslog; relp >=
 //! 0.5x tcp; RSS bounded.
@@ -223,6 +224,9 @@ fn child_serve(brokers: &str, topic: &str) {
             kafka_properties: std::env::var("SYSLOGGER_BENCH_X")
                 .map(|x| x.split_whitespace().map(String::from).collect())
                 .unwrap_or_default(),
+            // SYSLOGGER_BENCH_HEADERS=1: each message also carries its parsed fields as
+            // headers (`--headers`).
+            headers: std::env::var("SYSLOGGER_BENCH_HEADERS").is_ok_and(|h| h == "1"),
             max_in_flight_bytes: std::env::var("SYSLOGGER_BENCH_BUDGET")
                 .ok()
                 .and_then(|b| b.parse().ok())
