@@ -1182,4 +1182,7 @@ async fn headers_arrive_in_order_and_a_refused_record_with_headers_is_an_error()
         assert_eq!(m.headers, want, "message {i}'s headers");
         m.ack.ack();
     }
+    let control = stream.control();
+    drop(stream);
+    timeout(WAIT, control.closed()).await.unwrap().unwrap();
 }

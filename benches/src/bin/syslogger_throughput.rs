@@ -18,9 +18,9 @@
 //! N (+1): every variant is timed the same way. `SYSLOGGER_BENCH_ONLY=tcp,relp`
 //! runs only those variants; `SYSLOGGER_BENCH_CONNS=2` sends over two TCP connections (to
 //! syslogger and to rsyslog alike; RELP keeps one session); `SYSLOGGER_BENCH_HEADERS=1` has
-//! syslogger add the parsed fields as headers (`--headers`). Each round runs every variant on a fresh 8-partition topic;
-//! the median round is reported, with the ratios of the medians and the median of each
-//! round's ratios. Targets: tcp >= 0.7x bare and >= 1.0x rsyslog; relp >=
+//! syslogger add the parsed fields as headers (`--headers`). Each round runs every variant
+//! on a fresh 8-partition topic; the median round is reported, with the ratios of the
+//! medians and the median of each round's ratios. Targets: tcp >= 0.7x bare and >= 1.0x rsyslog; relp >=
 //! 0.5x tcp; RSS bounded.
 
 use std::io::{BufRead, BufReader, Write as _};
