@@ -93,20 +93,32 @@ unsafe impl Send for TopicHandle {}
 unsafe impl Sync for TopicHandle {}
 
 impl TopicHandle {
-    /// A handle on `topic` for `client` (default topic configuration); `None` when
-    /// librdkafka refuses the name.
+    /// A handle on `topic` for `client` (default topic configuration).
+    ///
+    /// # Errors
+    /// The name holds a NUL byte ([`KafkaError::Nul`]), or librdkafka refuses it (longer
+    /// than 512 bytes: `InvalidArgument`), as producing by name would fail.
     ///
     /// # Safety
     /// The handle must be dropped before `client` is destroyed.
-    pub(crate) unsafe fn new<C: ClientContext>(client: &Client<C>, topic: &str) -> Option<Self> {
-        let name = CString::new(topic).ok()?;
+    pub(crate) unsafe fn new<C: ClientContext>(
+        client: &Client<C>,
+        topic: &str,
+    ) -> KafkaResult<Self> {
+        let name = CString::new(topic)?;
         // SAFETY: the client pointer is valid while borrowed, `name` is NUL-terminated for
         // the call, and a null configuration means the defaults. The result is a new
         // reference (or null), released in `drop`.
         let rkt = unsafe {
             rdsys::rd_kafka_topic_new(client.native_ptr(), name.as_ptr(), std::ptr::null_mut())
         };
-        std::ptr::NonNull::new(rkt).map(TopicHandle)
+        match std::ptr::NonNull::new(rkt) {
+            Some(rkt) => Ok(TopicHandle(rkt)),
+            // SAFETY: reads this thread's last librdkafka error, set by the refusal above.
+            None => Err(KafkaError::MessageProduction(
+                unsafe { rdsys::rd_kafka_last_error() }.into(),
+            )),
+        }
     }
 
     /// The raw handle.
@@ -161,6 +173,7 @@ pub(crate) unsafe fn produce<C: ClientContext>(
     } else {
         // SAFETY: a new, empty list (freed below or owned by the message); each name and
         // value is valid for the call and copied into it; lengths fit `isize` as slices'.
+        // `rd_kafka_header_add` fails only on a read-only list, which this is not.
         unsafe {
             let h = rdsys::rd_kafka_headers_new(m.headers.len());
             for (name, value) in m.headers {

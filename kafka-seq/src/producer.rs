@@ -37,8 +37,8 @@ use bytes::Bytes;
 use futures::Sink;
 use futures::task::AtomicWaker;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::oneshot;
@@ -414,14 +414,14 @@ unsafe impl Send for Rkt {}
 unsafe impl Sync for Rkt {}
 
 impl Inner {
-    /// The handle of `topic`, made at its first use; `None` when librdkafka refuses the
-    /// name (the message then goes by name, and fails there with librdkafka's error).
+    /// The handle of `topic`, made at its first use; an error when the name cannot be a
+    /// topic's (what producing by name would say).
     #[allow(unsafe_code)]
-    fn topic(&self, topic: &str, cache: &mut TopicCache) -> Option<Rkt> {
+    fn topic(&self, topic: &str, cache: &mut TopicCache) -> Result<Rkt, KafkaError> {
         if let Some(rkt) = cache.rkt
             && cache.name == topic
         {
-            return Some(rkt);
+            return Ok(rkt);
         }
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let rkt = match handles.get(topic) {
@@ -439,7 +439,7 @@ impl Inner {
         cache.name.clear();
         cache.name.push_str(topic);
         cache.rkt = Some(rkt);
-        Some(rkt)
+        Ok(rkt)
     }
 }
 
@@ -499,9 +499,13 @@ impl KafkaProducer {
         record: &Record,
         make: impl FnOnce() -> Opaque,
     ) -> Result<bool, Error> {
-        let Some(rkt) = self.inner.topic(topic, cache) else {
-            return self.enqueue_by_name(topic, record, make);
-        };
+        let rkt = self
+            .inner
+            .topic(topic, cache)
+            .map_err(|source| Error::Kafka {
+                op: format!("produce to topic {topic}"),
+                source,
+            })?;
         let m = ffi::Produce {
             partition: record.partition.unwrap_or(-1),
             key: record.key.as_deref(),
@@ -523,46 +527,6 @@ impl KafkaProducer {
             code => Err(Error::Kafka {
                 op: format!("produce to topic {topic}"),
                 source: KafkaError::MessageProduction(code),
-            }),
-        }
-    }
-
-    /// `enqueue` by the topic's name, through rust-rdkafka (when no handle could be made).
-    fn enqueue_by_name(
-        &self,
-        topic: &str,
-        record: &Record,
-        make: impl FnOnce() -> Opaque,
-    ) -> Result<bool, Error> {
-        let mut r: BaseRecord<'_, [u8], [u8], Opaque> = BaseRecord::with_opaque_to(topic, make());
-        if let Some(k) = &record.key {
-            r = r.key(k.as_ref());
-        }
-        if let Some(p) = &record.payload {
-            r = r.payload(p.as_ref());
-        }
-        if let Some(p) = record.partition {
-            r = r.partition(p);
-        }
-        if let Some(t) = record.timestamp {
-            r = r.timestamp(t);
-        }
-        if !record.headers.is_empty() {
-            let mut h = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (key, value) in &record.headers {
-                h = h.insert(Header {
-                    key,
-                    value: Some(value.as_ref()),
-                });
-            }
-            r = r.headers(h);
-        }
-        match self.inner.producer.send(r) {
-            Ok(()) => Ok(true),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Ok(false),
-            Err((e, _)) => Err(Error::Kafka {
-                op: format!("produce to topic {topic}"),
-                source: e,
             }),
         }
     }

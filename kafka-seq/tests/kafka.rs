@@ -1186,3 +1186,41 @@ async fn headers_arrive_in_order_and_a_refused_record_with_headers_is_an_error()
     drop(stream);
     timeout(WAIT, control.closed()).await.unwrap().unwrap();
 }
+
+/// A topic name no topic can have is refused at once with librdkafka's reason and the
+/// name: longer than 512 bytes (`InvalidArgument`, as producing by name says) or holding a
+/// NUL byte; the producer goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_name_librdkafka_refuses_is_an_error_naming_it() {
+    let (_cluster, brokers, topic) = cluster_led_by_broker_1("badname-");
+    let producer = ProducerConfig::new(&brokers).create().unwrap();
+    let long = "t".repeat(600);
+    let err = producer.send(&long, &Record::new("x")).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            kafka_seq::Error::Kafka {
+                op,
+                source: rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::InvalidArgument
+                ),
+            } if op.contains(&long)
+        ),
+        "{err}"
+    );
+    let mut sink = producer.sink("bad\0name");
+    let err = sink.feed(Record::new("x")).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            kafka_seq::Error::Kafka {
+                source: rdkafka::error::KafkaError::Nul(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let report = producer.send(&topic, &Record::new("0")).await.unwrap();
+    timeout(WAIT, report).await.unwrap().unwrap();
+    expect_in_order(&brokers, &topic, 1).await;
+}
