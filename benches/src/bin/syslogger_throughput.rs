@@ -20,8 +20,8 @@
 //! syslogger and to rsyslog alike; RELP keeps one session); `SYSLOGGER_BENCH_HEADERS=1` has
 //! syslogger add the parsed fields as headers (`--headers`). Each round runs every variant
 //! on a fresh 8-partition topic; the median round is reported, with the ratios of the
-//! medians and the median of each round's ratios. Targets: tcp >= 0.7x bare and >= 1.0x rsyslog; relp >=
-//! 0.5x tcp; RSS bounded.
+//! medians and the median of each round's ratios. Targets: tcp >= 0.7x bare and >= 1.0x
+//! rsyslog; relp >= 0.5x tcp; RSS bounded.
 
 use std::io::{BufRead, BufReader, Write as _};
 
