@@ -58,6 +58,26 @@ pub(crate) fn delivery_latency(message: &BorrowedMessage<'_>) -> Option<Duration
     u64::try_from(micros).ok().map(Duration::from_micros)
 }
 
+/// The timestamp (CreateTime, milliseconds) a message whose delivery failed was produced
+/// with. librdkafka reports no timestamp for a message with an error, though it keeps it:
+/// the error is set aside for the one call that reads it.
+pub(crate) fn failed_timestamp(message: &BorrowedMessage<'_>) -> Option<i64> {
+    let p = message.ptr();
+    let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+    // SAFETY: librdkafka hands the reported message to the delivery callback, on this
+    // (the polling) thread, and frees it only after the callback returns; no other thread
+    // reads it meanwhile. `err` is a public field of `rd_kafka_message_t`, restored before
+    // returning; rd_kafka_message_timestamp only reads the message.
+    let ts = unsafe {
+        let err = (*p).err;
+        (*p).err = rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+        let ts = rdsys::rd_kafka_message_timestamp(p, &mut kind);
+        (*p).err = err;
+        ts
+    };
+    (kind == rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_CREATE_TIME).then_some(ts)
+}
+
 /// The high watermark of `topic`/`partition` as of the client's last fetch response
 /// (librdkafka's cached value: no broker round trip); `None` when not known yet.
 pub(crate) fn cached_high_watermark<C: ClientContext>(

@@ -60,6 +60,7 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod consumer;
+pub mod detached;
 mod ffi;
 mod in_flight;
 pub mod lane;
@@ -73,6 +74,7 @@ pub use crate::metrics::describe_metrics;
 pub use consumer::{
     Ack, ConsumerConfig, ConsumerControl, KafkaMessage, KafkaStream, MessageRef, SeekTo,
 };
+pub use detached::{DetachedSender, Returned, Returns};
 pub use lane::{LaneReport, LaneReports, LaneSender, Ticket};
 pub use pipe::{PipeSender, PipeStream, pipe};
 pub use producer::{Delivered, DeliveryReport, KafkaProducer, KafkaSink, ProducerConfig, Record};

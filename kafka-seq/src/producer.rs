@@ -45,6 +45,7 @@ use tokio::sync::oneshot;
 
 use crate::ffi;
 use crate::in_flight::{InFlight, PollWait};
+use crate::detached::{self, DetachedLanes, DetachedSender, Returns};
 use crate::lane::{self, LaneReports, LaneSender, Lanes};
 use crate::metrics::{TopicMetrics, describe_once, producer_in_flight};
 use crate::opaque::{Opaque, Target};
@@ -114,11 +115,13 @@ impl ProducerConfig {
         }
         let in_flight = Arc::new(InFlight::new(self.max_in_flight, producer_in_flight()));
         let lanes = Arc::new(Lanes::default());
+        let detached = Arc::new(DetachedLanes::default());
         let topics = Arc::new(Topics::default());
         let producer: ThreadedProducer<DeliveryContext> = c
             .create_with_context(DeliveryContext {
                 in_flight: in_flight.clone(),
                 lanes: lanes.clone(),
+                detached: detached.clone(),
                 topics: topics.clone(),
             })
             .map_err(kafka_err(format!("create producer for {}", self.brokers)))?;
@@ -130,6 +133,7 @@ impl ProducerConfig {
                 flush_timeout: self.flush_timeout,
                 topics,
                 lanes,
+                detached,
             }),
         })
     }
@@ -295,6 +299,7 @@ impl Topics {
 struct DeliveryContext {
     in_flight: Arc<InFlight>,
     lanes: Arc<Lanes>,
+    detached: Arc<DetachedLanes>,
     topics: Arc<Topics>,
 }
 
@@ -340,6 +345,16 @@ impl ProducerContext for DeliveryContext {
                     Err((e, m)) => Err(delivery_error(e, m)),
                 };
                 lane::report(&self.lanes, lane, slot, r);
+                return;
+            }
+            Target::Detached { lane, weight } => {
+                let topic = match result {
+                    Ok(m) => m.topic(),
+                    Err((_, m)) => m.topic(),
+                };
+                self.topics
+                    .with(topic, |metrics| count_delivery(metrics, result));
+                detached::report(&self.detached, lane, weight, result);
                 return;
             }
         };
@@ -390,6 +405,7 @@ pub(crate) struct Inner {
     flush_timeout: Duration,
     topics: Arc<Topics>,
     lanes: Arc<Lanes>,
+    detached: Arc<DetachedLanes>,
 }
 
 /// The topic handle a sender used last, so that producing to one topic again takes no
@@ -486,6 +502,53 @@ impl KafkaProducer {
     /// [`Error::TooManyLanes`] when the producer has as many lanes open as it can number.
     pub fn lane(&self, capacity: usize) -> Result<(LaneSender, LaneReports), Error> {
         lane::open(self.clone(), self.inner.lanes.clone(), capacity)
+    }
+
+    /// A detached lane: messages sent without a report each; delivered ones are given to
+    /// `on_delivered(messages, summed weight)` in bulk on the delivery thread (at least every
+    /// `release_every` of weight, and whenever the lane has nothing in flight: keep it
+    /// short and non-blocking), failed ones come back whole; see [`crate::detached`].
+    ///
+    /// # Errors
+    /// [`Error::TooManyLanes`] when the producer has as many detached lanes open as it can
+    /// number.
+    pub fn detached(
+        &self,
+        release_every: u64,
+        on_delivered: impl Fn(u64, u64) + Send + Sync + 'static,
+    ) -> Result<(DetachedSender, Returns), Error> {
+        detached::open(
+            self.clone(),
+            self.inner.detached.clone(),
+            release_every,
+            Box::new(on_delivered),
+        )
+    }
+
+    /// Makes librdkafka give up every message it holds, queued or in flight (a shutdown
+    /// deadline): each one's report is a failure (`PurgeQueue`, `PurgeInflight`) and comes
+    /// as such, through its [`DeliveryReport`], lane or [`Returns`]. A message in flight may
+    /// still have reached the broker. Does not wait.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when librdkafka refuses (it does not for a producer).
+    #[allow(unsafe_code)]
+    pub fn purge(&self) -> Result<(), Error> {
+        use rdkafka::bindings as rdsys;
+        let flags = (rdsys::RD_KAFKA_PURGE_F_QUEUE
+            | rdsys::RD_KAFKA_PURGE_F_INFLIGHT
+            | rdsys::RD_KAFKA_PURGE_F_NON_BLOCKING) as i32;
+        // SAFETY: a live producer handle; the non-blocking purge only marks messages and
+        // queues their reports.
+        let err =
+            unsafe { rdsys::rd_kafka_purge(self.inner.producer.client().native_ptr(), flags) };
+        match RDKafkaErrorCode::from(err) {
+            RDKafkaErrorCode::NoError => Ok(()),
+            code => Err(Error::Kafka {
+                op: "purge producer queues".into(),
+                source: KafkaError::MessageProduction(code),
+            }),
+        }
     }
 
     /// Hands the record to librdkafka with the opaque `make` builds (the caller holds an

@@ -1224,3 +1224,84 @@ async fn a_topic_name_librdkafka_refuses_is_an_error_naming_it() {
     timeout(WAIT, report).await.unwrap().unwrap();
     expect_in_order(&brokers, &topic, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_lane_counts_deliveries_in_bulk_and_hands_back_failed_and_purged_messages() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (cluster, brokers, topic) = cluster_led_by_broker_1("detached-");
+    let producer = ProducerConfig::new(&brokers)
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "2000")
+        .set("reconnect.backoff.max.ms", "200")
+        .create()
+        .unwrap();
+    let (messages, weight, calls) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let counted = (messages.clone(), weight.clone(), calls.clone());
+    let (mut sender, mut returns) = producer
+        .detached(1000, move |m, w| {
+            counted.0.fetch_add(m, Ordering::SeqCst);
+            counted.1.fetch_add(w, Ordering::SeqCst);
+            counted.2.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    // Delivered: counted with their weights, in bulk (not once per message).
+    let n = 5000;
+    for i in 0..n {
+        let record = Record::new(i.to_string()).key(i.to_string());
+        if !sender.try_send(&topic, &record, 7).unwrap() {
+            sender.send(&topic, &record, 7).await.unwrap();
+        }
+    }
+    timeout(WAIT, producer.flush()).await.unwrap().unwrap();
+    assert_eq!(returns.outstanding(), 0);
+    assert_eq!(messages.load(Ordering::SeqCst), n);
+    assert_eq!(weight.load(Ordering::SeqCst), 7 * n);
+    let bulk = calls.load(Ordering::SeqCst);
+    assert!(bulk >= 1 && bulk <= n / 100, "{bulk} calls for {n} messages");
+    expect_in_order(&brokers, &topic, usize::try_from(n).unwrap()).await;
+
+    // Failed (the leader down past message.timeout.ms): handed back whole, not counted.
+    cluster.mock().broker_down(1).unwrap();
+    let failed = Record::new("lost")
+        .key("k")
+        .header("h", "v1")
+        .header("h", "")
+        .timestamp(1_700_000_000_123);
+    sender.send(&topic, &failed, 11).await.unwrap();
+    let r = timeout(WAIT, returns.next()).await.unwrap().unwrap();
+    assert_eq!(r.topic, topic);
+    assert_eq!(r.weight, 11);
+    assert_eq!(r.record, failed);
+    assert!(
+        matches!(&r.error, kafka_seq::Error::Delivery { topic: t, .. } if *t == topic),
+        "{}",
+        r.error
+    );
+    assert_eq!(messages.load(Ordering::SeqCst), n);
+    assert_eq!(weight.load(Ordering::SeqCst), 7 * n);
+
+    // Purged (a shutdown deadline): everything librdkafka holds comes back.
+    for i in 0..20 {
+        sender
+            .send(&topic, &Record::new(format!("held {i}")), 1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(returns.outstanding(), 20);
+    producer.purge().unwrap();
+    drop(sender);
+    let mut back = Vec::new();
+    while let Some(r) = timeout(WAIT, returns.next()).await.unwrap() {
+        assert!(r.error.to_string().contains("Purged"), "{}", r.error);
+        back.push(r.record.payload.unwrap());
+    }
+    let want: Vec<_> = (0..20).map(|i| bytes::Bytes::from(format!("held {i}"))).collect();
+    assert_eq!(back, want, "every purged message back, in order");
+    assert_eq!(messages.load(Ordering::SeqCst), n);
+    cluster.mock().broker_up(1).unwrap();
+}
