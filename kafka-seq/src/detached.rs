@@ -8,7 +8,9 @@
 //! bytes it holds under a budget) to librdkafka and forgets it. Delivered messages are
 //! counted on the delivery thread and given to the lane's `on_delivered` callback in bulk
 //! (messages, summed weight), at least every `release_every` of weight and whenever the
-//! lane has nothing in flight. A message Kafka refuses comes back whole (topic, key,
+//! lane has nothing in flight; optionally, each delivered message's age (from its
+//! timestamp to its acknowledgement, by the kernel's coarse clock) goes to a histogram. A
+//! message Kafka refuses comes back whole (topic, key,
 //! payload, headers, timestamp, its weight and the error, copied from librdkafka's report)
 //! through [`Returns::next`], for the caller to retry, dead-letter or keep. At a shutdown
 //! deadline, [`KafkaProducer::purge`](crate::KafkaProducer::purge) makes librdkafka hand
@@ -23,7 +25,7 @@
 //! let producer = ProducerConfig::new("127.0.0.1:9092").create()?;
 //! let delivered = Arc::new(AtomicU64::new(0));
 //! let counted = delivered.clone();
-//! let (mut sender, mut returns) = producer.detached(64 * 1024, move |messages, _weight| {
+//! let (mut sender, mut returns) = producer.detached(64 * 1024, None, move |messages, _weight| {
 //!     counted.fetch_add(messages, Ordering::Relaxed);
 //! })?;
 //! let failures = tokio::spawn(async move {
@@ -79,8 +81,8 @@ pub(crate) type DetachedLanes = Mutex<Slab<Arc<DetachedShared>>>;
 pub struct Returned {
     /// The topic it was sent to.
     pub topic: String,
-    /// The record as librdkafka held it (`partition` is `None`: the partitioner's choice is
-    /// not kept).
+    /// The record as librdkafka held it: key, payload, headers and timestamp (`partition`
+    /// is `None`: the partitioner's choice is not kept).
     pub record: Record,
     /// The weight it was sent with (not counted as delivered).
     pub weight: u32,
@@ -99,6 +101,8 @@ pub(crate) struct DetachedShared {
     weight: AtomicU64,
     release_every: u64,
     on_delivered: OnDelivered,
+    /// Records, per delivered message with a timestamp, the seconds since it.
+    age: Option<metrics::Histogram>,
     returned: Mutex<VecDeque<Returned>>,
     waker: AtomicWaker,
     /// The sender is gone: no more messages will come.
@@ -136,9 +140,17 @@ pub(crate) fn report(lanes: &DetachedLanes, lane: usize, weight: u32, result: &D
     };
     let left = shared.outstanding.fetch_sub(1, Ordering::SeqCst) - 1;
     match result {
-        Ok(_) => {
+        Ok(m) => {
+            if let Some(age) = &shared.age
+                && let Some(ts) = m.timestamp().to_millis()
+            {
+                let millis = (crate::ffi::coarse_now_millis() - ts).max(0);
+                age.record(millis as f64 / 1000.0);
+            }
             shared.delivered.fetch_add(1, Ordering::Relaxed);
-            let w = shared.weight.fetch_add(u64::from(weight), Ordering::Relaxed)
+            let w = shared
+                .weight
+                .fetch_add(u64::from(weight), Ordering::Relaxed)
                 + u64::from(weight);
             if w >= shared.release_every || left == 0 {
                 shared.release();
@@ -213,6 +225,7 @@ pub(crate) fn open(
     producer: KafkaProducer,
     lanes: Arc<DetachedLanes>,
     release_every: u64,
+    age: Option<metrics::Histogram>,
     on_delivered: OnDelivered,
 ) -> Result<(DetachedSender, Returns), Error> {
     let shared = Arc::new(DetachedShared {
@@ -221,6 +234,7 @@ pub(crate) fn open(
         weight: AtomicU64::new(0),
         release_every: release_every.max(1),
         on_delivered,
+        age,
         returned: Mutex::new(VecDeque::new()),
         waker: AtomicWaker::new(),
         sender_gone: AtomicBool::new(false),
@@ -322,11 +336,9 @@ impl DetachedSender {
         let lane = self.registration.lane;
         let weight = weight.min(MAX_WEIGHT);
         self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
-        let r = self
-            .producer
-            .enqueue(topic, &mut self.topic, record, || {
-                Opaque::detached(lane, weight)
-            });
+        let r = self.producer.enqueue(topic, &mut self.topic, record, || {
+            Opaque::detached(lane, weight)
+        });
         if !matches!(r, Ok(true)) {
             self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
         }

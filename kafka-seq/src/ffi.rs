@@ -78,6 +78,24 @@ pub(crate) fn failed_timestamp(message: &BorrowedMessage<'_>) -> Option<i64> {
     (kind == rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_CREATE_TIME).then_some(ts)
 }
 
+/// Milliseconds since the epoch from the kernel's coarse clock (a memory read, no time
+/// source read: ticks of a few milliseconds), for per-message ages on the delivery thread.
+pub(crate) fn coarse_now_millis() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write; CLOCK_REALTIME_COARSE exists on Linux.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut t) };
+    if r != 0 {
+        return 0;
+    }
+    // `time_t` and `c_long` are `i64` on 64-bit targets, narrower on some others.
+    #[allow(clippy::useless_conversion)]
+    let (secs, nanos) = (i64::from(t.tv_sec), i64::from(t.tv_nsec));
+    secs * 1000 + nanos / 1_000_000
+}
+
 /// The high watermark of `topic`/`partition` as of the client's last fetch response
 /// (librdkafka's cached value: no broker round trip); `None` when not known yet.
 pub(crate) fn cached_high_watermark<C: ClientContext>(

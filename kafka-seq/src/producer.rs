@@ -43,9 +43,9 @@ use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::oneshot;
 
+use crate::detached::{self, DetachedLanes, DetachedSender, Returns};
 use crate::ffi;
 use crate::in_flight::{InFlight, PollWait};
-use crate::detached::{self, DetachedLanes, DetachedSender, Returns};
 use crate::lane::{self, LaneReports, LaneSender, Lanes};
 use crate::metrics::{TopicMetrics, describe_once, producer_in_flight};
 use crate::opaque::{Opaque, Target};
@@ -507,7 +507,8 @@ impl KafkaProducer {
     /// A detached lane: messages sent without a report each; delivered ones are given to
     /// `on_delivered(messages, summed weight)` in bulk on the delivery thread (at least every
     /// `release_every` of weight, and whenever the lane has nothing in flight: keep it
-    /// short and non-blocking), failed ones come back whole; see [`crate::detached`].
+    /// short and non-blocking), failed ones come back whole; with `age`, each delivered
+    /// message's seconds since its timestamp are recorded there; see [`crate::detached`].
     ///
     /// # Errors
     /// [`Error::TooManyLanes`] when the producer has as many detached lanes open as it can
@@ -515,12 +516,14 @@ impl KafkaProducer {
     pub fn detached(
         &self,
         release_every: u64,
+        age: Option<metrics::Histogram>,
         on_delivered: impl Fn(u64, u64) + Send + Sync + 'static,
     ) -> Result<(DetachedSender, Returns), Error> {
         detached::open(
             self.clone(),
             self.inner.detached.clone(),
             release_every,
+            age,
             Box::new(on_delivered),
         )
     }
@@ -535,9 +538,9 @@ impl KafkaProducer {
     #[allow(unsafe_code)]
     pub fn purge(&self) -> Result<(), Error> {
         use rdkafka::bindings as rdsys;
-        let flags = (rdsys::RD_KAFKA_PURGE_F_QUEUE
+        let flags = rdsys::RD_KAFKA_PURGE_F_QUEUE
             | rdsys::RD_KAFKA_PURGE_F_INFLIGHT
-            | rdsys::RD_KAFKA_PURGE_F_NON_BLOCKING) as i32;
+            | rdsys::RD_KAFKA_PURGE_F_NON_BLOCKING;
         // SAFETY: a live producer handle; the non-blocking purge only marks messages and
         // queues their reports.
         let err =

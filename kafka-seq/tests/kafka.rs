@@ -1243,7 +1243,7 @@ async fn a_detached_lane_counts_deliveries_in_bulk_and_hands_back_failed_and_pur
     );
     let counted = (messages.clone(), weight.clone(), calls.clone());
     let (mut sender, mut returns) = producer
-        .detached(1000, move |m, w| {
+        .detached(1000, None, move |m, w| {
             counted.0.fetch_add(m, Ordering::SeqCst);
             counted.1.fetch_add(w, Ordering::SeqCst);
             counted.2.fetch_add(1, Ordering::SeqCst);
@@ -1262,7 +1262,10 @@ async fn a_detached_lane_counts_deliveries_in_bulk_and_hands_back_failed_and_pur
     assert_eq!(messages.load(Ordering::SeqCst), n);
     assert_eq!(weight.load(Ordering::SeqCst), 7 * n);
     let bulk = calls.load(Ordering::SeqCst);
-    assert!(bulk >= 1 && bulk <= n / 100, "{bulk} calls for {n} messages");
+    assert!(
+        bulk >= 1 && bulk <= n / 100,
+        "{bulk} calls for {n} messages"
+    );
     expect_in_order(&brokers, &topic, usize::try_from(n).unwrap()).await;
 
     // Failed (the leader down past message.timeout.ms): handed back whole, not counted.
@@ -1300,7 +1303,9 @@ async fn a_detached_lane_counts_deliveries_in_bulk_and_hands_back_failed_and_pur
         assert!(r.error.to_string().contains("Purged"), "{}", r.error);
         back.push(r.record.payload.unwrap());
     }
-    let want: Vec<_> = (0..20).map(|i| bytes::Bytes::from(format!("held {i}"))).collect();
+    let want: Vec<_> = (0..20)
+        .map(|i| bytes::Bytes::from(format!("held {i}")))
+        .collect();
     assert_eq!(back, want, "every purged message back, in order");
     assert_eq!(messages.load(Ordering::SeqCst), n);
     cluster.mock().broker_up(1).unwrap();

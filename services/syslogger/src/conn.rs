@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use kafka_seq::{LaneReports, LaneSender};
+use kafka_seq::{DetachedSender, LaneReports, LaneSender, Returns};
 
 use crate::forward::{Outgoing, Scratch, SettleBatch, Shared, Submitted};
 use crate::framing::{Decoder, Frame, Framing, trim};
@@ -201,6 +201,8 @@ impl Clock {
 struct Reader {
     batch: Batcher,
     lane: Option<LaneSender>,
+    /// A stream connection's detached lane (then `lane` is `None`).
+    detached: Option<DetachedSender>,
     scratch: Scratch,
     oversize_logged: bool,
     peer: SocketAddr,
@@ -211,6 +213,7 @@ impl Reader {
         Self {
             batch,
             lane,
+            detached: None,
             scratch: Scratch::default(),
             oversize_logged: false,
             peer,
@@ -220,8 +223,14 @@ impl Reader {
 
 /// Builds and submits one frame's message (or dead-letters an oversized one). Messages
 /// held in the reader's batch hold budget that only their settling gives back: they are
-/// handed over before waiting for room.
-async fn submit_frame(cfg: &ConnConfig, r: &mut Reader, frame: Frame, clock: Clock) -> Submitted {
+/// handed over before waiting for room. `None`: sent on the detached lane, nothing to
+/// settle.
+async fn submit_frame(
+    cfg: &ConnConfig,
+    r: &mut Reader,
+    frame: Frame,
+    clock: Clock,
+) -> Option<Submitted> {
     match submit_now(cfg, r, frame, clock) {
         Ok(s) => s,
         Err(out) => submit_waiting(cfg, r, out).await,
@@ -237,9 +246,10 @@ fn submit_now(
     r: &mut Reader,
     frame: Frame,
     clock: Clock,
-) -> Result<Submitted, Outgoing> {
+) -> Result<Option<Submitted>, Outgoing> {
     let Reader {
         lane,
+        detached,
         scratch,
         oversize_logged,
         peer,
@@ -280,30 +290,38 @@ fn submit_now(
         cfg.metrics.parse_failures.increment(1);
     }
     match oversized {
-        Some(reason) if cfg.oversize == Oversize::DeadLetter => Ok(Submitted::Refused(out, reason)),
-        _ => match lane.as_mut() {
-            Some(l) => shared.try_submit(out, l),
-            None => Err(out),
+        Some(reason) if cfg.oversize == Oversize::DeadLetter => {
+            Ok(Some(Submitted::Refused(out, reason)))
+        }
+        _ => match (lane.as_mut(), detached.as_mut()) {
+            (_, Some(d)) => shared.try_submit_detached(out, d),
+            (Some(l), None) => shared.try_submit(out, l).map(Some),
+            (None, None) => Err(out),
         },
     }
 }
 
 /// Submits a record [`submit_now`] could not: hands over the pending batch first (what it
 /// holds is settled only once handed over), then waits for budget and a lane slot.
-async fn submit_waiting(cfg: &ConnConfig, r: &mut Reader, out: Outgoing) -> Submitted {
+async fn submit_waiting(cfg: &ConnConfig, r: &mut Reader, out: Outgoing) -> Option<Submitted> {
     let shared = &cfg.shared;
     let lane = r.lane.as_mut();
     if !shared.has_room(&out) || lane.as_ref().is_some_and(|l| !l.has_room()) {
         r.batch.flush().await;
     }
-    shared.submit(out, lane).await
+    match r.detached.as_mut() {
+        Some(d) => shared.submit_detached(out, d).await,
+        None => Some(shared.submit(out, lane).await),
+    }
 }
 
-/// Settles items in order; for RELP writes the answers to `writer`.
+/// Settles items in order, and what a detached lane hands back as it comes; for RELP
+/// writes the answers to `writer`.
 async fn settle_all<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     batches: Batches,
     mut reports: Option<LaneReports>,
+    mut returns: Option<Returns>,
     writer: Option<W>,
 ) {
     let mut writer = writer.map(|w| BufWriter::with_capacity(16 * 1024, w));
@@ -312,7 +330,31 @@ async fn settle_all<W: AsyncWrite + Unpin>(
     // Registered once for the connection, not once per message.
     let mut deadline = std::pin::pin!(shared.deadline.clone().cancelled_owned());
     let Batches { mut rx, spare } = batches;
-    while let Some(mut items) = rx.recv().await {
+    let mut items_open = true;
+    loop {
+        let received = tokio::select! {
+            biased;
+            r = async { returns.as_mut()?.next().await }, if returns.is_some() => {
+                match r {
+                    Some(r) => {
+                        let mut batch = SettleBatch::default();
+                        shared
+                            .settle(Shared::returned(r), None, deadline.as_mut(), &mut batch)
+                            .await;
+                        shared.release(batch.released);
+                    }
+                    // The detached lane is done: its sender is gone, its messages settled.
+                    None => returns = None,
+                }
+                continue;
+            }
+            items = rx.recv(), if items_open => items,
+            else => break,
+        };
+        let Some(mut items) = received else {
+            items_open = false;
+            continue;
+        };
         let mut batch = SettleBatch::default();
         for item in items.drain(..) {
             answer.clear();
@@ -391,16 +433,34 @@ where
     // close_notify).
     let mut writer = writer;
     let (batch, batches) = Batcher::new();
-    let (lane, reports) = cfg.shared.open_lane();
-    let settler = tokio::spawn(settle_all::<W>(cfg.shared.clone(), batches, reports, None));
+    // Nobody is answered per message: a detached lane (a lane with reports if none).
+    let (detached, returns) = match cfg.shared.open_detached() {
+        Some((s, r)) => (Some(s), Some(r)),
+        None => (None, None),
+    };
+    let (lane, reports) = if detached.is_some() {
+        (None, None)
+    } else {
+        cfg.shared.open_lane()
+    };
+    let settler = tokio::spawn(settle_all::<W>(
+        cfg.shared.clone(),
+        batches,
+        reports,
+        returns,
+        None,
+    ));
     let mut r = Reader::new(batch, lane, peer);
+    r.detached = detached;
     let mut decoder = Decoder::new(cfg.framing, cfg.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut eof = false;
     let mut clock = Clock::now();
     loop {
         while let Some(frame) = decoder.decode(&mut buf, eof) {
-            let s = submit_frame(&cfg, &mut r, frame, clock).await;
+            let Some(s) = submit_frame(&cfg, &mut r, frame, clock).await else {
+                continue;
+            };
             if r.batch.add(Item::Message(s, None)) && !r.batch.flush().await {
                 return;
             }
@@ -440,6 +500,7 @@ where
         cfg.shared.clone(),
         batches,
         reports,
+        None,
         Some(writer),
     ));
     let mut r = Reader::new(batch, lane, peer);
@@ -469,7 +530,10 @@ where
                         },
                         None => Frame::Message(trim(f.data)),
                     };
-                    let s = submit_frame(&cfg, &mut r, frame, clock).await;
+                    // Always a message to settle: a session has no detached lane.
+                    let Some(s) = submit_frame(&cfg, &mut r, frame, clock).await else {
+                        continue;
+                    };
                     if r.batch.add(Item::Message(s, Some(f.txnr))) && !r.batch.flush().await {
                         break 'session;
                     }
@@ -526,6 +590,7 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
         batches,
         reports,
         None,
+        None,
     ));
     let mut r = Reader::new(batch, lane, SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut buf = BytesMut::with_capacity(READ_CHUNK * 2);
@@ -561,7 +626,9 @@ pub async fn serve_udp(cfg: ConnConfig, socket: tokio::net::UdpSocket) {
         let clock = Clock::now();
         if frame_is_oversize_dead_letter(&cfg, &frame) {
             r.peer = peer;
-            let s = submit_frame(&cfg, &mut r, frame, clock).await;
+            let Some(s) = submit_frame(&cfg, &mut r, frame, clock).await else {
+                continue;
+            };
             if !r.batch.push(Item::Message(s, None)).await || !r.batch.flush().await {
                 break;
             }

@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use kafka_seq::{DeliveryReport, KafkaProducer, LaneReports, LaneSender, Record, Ticket};
+use kafka_seq::detached::MAX_WEIGHT;
+use kafka_seq::{
+    DeliveryReport, DetachedSender, KafkaProducer, LaneReports, LaneSender, Record, Returned,
+    Returns, Ticket,
+};
 use metrics::{Counter, Histogram};
 use rdkafka::error::RDKafkaErrorCode;
 use std::pin::Pin;
@@ -347,6 +351,8 @@ pub enum Submitted {
     Refused(Outgoing, String),
     /// The shutdown deadline came first: it goes to the spill.
     Spill(Outgoing),
+    /// Kafka did not take it (a detached lane handed it back, with the room it held).
+    Returned(Outgoing, kafka_seq::Error, Held),
 }
 
 /// A settler's state across one batch of messages: the budget room they held (given back
@@ -432,6 +438,134 @@ impl Shared {
         }
     }
 
+    /// A detached lane for a stream connection (nobody to answer per message): delivered
+    /// messages give their room back to the budget in bulk, from the delivery thread; what
+    /// Kafka does not take comes back through the [`Returns`]. `None` if the producer has
+    /// no lane to give.
+    pub fn open_detached(self: &Arc<Self>) -> Option<(DetachedSender, Returns)> {
+        let shared = Arc::downgrade(self);
+        // Small against the budget: room held by delivered messages not given back yet is
+        // at most this much per connection.
+        let release_every = (self.budget_bytes / 256).clamp(1, 64 * 1024) as u64;
+        let opened = self.producer.detached(
+            release_every,
+            Some(self.metrics.latency.clone()),
+            move |messages, bytes| {
+                if let Some(s) = shared.upgrade() {
+                    s.counts.delivered.fetch_add(messages, Ordering::Relaxed);
+                    s.metrics.delivered.increment(messages);
+                    s.release(usize::try_from(bytes).unwrap_or(usize::MAX));
+                }
+            },
+        );
+        match opened {
+            Ok(lane) => Some(lane),
+            Err(e) => {
+                tracing::warn!(error = %e, "no detached lane for a connection; its messages are tracked one by one");
+                None
+            }
+        }
+    }
+
+    /// Holds room for `out` and produces it on the detached lane if neither needs a wait:
+    /// `Ok(None)` when it went (nothing is left to settle), `Ok(Some(Refused))` when
+    /// librdkafka refused it; gives `out` back when it must wait
+    /// ([`submit_detached`](Self::submit_detached)).
+    ///
+    /// # Errors
+    /// The message, when it has to wait.
+    #[allow(clippy::result_large_err)] // as `try_submit`
+    pub fn try_submit_detached(
+        &self,
+        out: Outgoing,
+        lane: &mut DetachedSender,
+    ) -> Result<Option<Submitted>, Outgoing> {
+        if self.deadline_passed.load(Ordering::Relaxed) {
+            return Err(out);
+        }
+        let Some(held) = self.try_hold(&out) else {
+            return Err(out);
+        };
+        let weight = match u32::try_from(held.bytes) {
+            Ok(w) if w <= MAX_WEIGHT => w,
+            _ => {
+                self.release(held.bytes);
+                return Err(out);
+            }
+        };
+        match lane.try_send(&out.topic, &out.record, weight) {
+            Ok(true) => Ok(None),
+            Ok(false) => {
+                self.release(held.bytes);
+                Err(out)
+            }
+            Err(e) => {
+                self.release(held.bytes);
+                Ok(Some(Submitted::Refused(out, e.to_string())))
+            }
+        }
+    }
+
+    /// Produces `out` on the detached lane, waiting for room under the budget and the
+    /// producer's bounds; `None` when it went. A message too large to weigh goes with its
+    /// own report instead.
+    pub async fn submit_detached(
+        &self,
+        out: Outgoing,
+        lane: &mut DetachedSender,
+    ) -> Option<Submitted> {
+        let bytes = out.size().clamp(1, self.budget_bytes);
+        let weight = match u32::try_from(bytes) {
+            Ok(w) if w <= MAX_WEIGHT => w,
+            _ => return Some(self.submit(out, None).await),
+        };
+        tokio::select! {
+            biased;
+            p = self.budget.acquire_many(weight) => match p {
+                Ok(p) => p.forget(),
+                Err(_) => return Some(Submitted::Spill(out)),
+            },
+            () = self.deadline.cancelled() => return Some(Submitted::Spill(out)),
+        };
+        let sent = tokio::select! {
+            biased;
+            r = lane.send(&out.topic, &out.record, weight) => r,
+            () = self.deadline.cancelled() => {
+                self.release(bytes);
+                return Some(Submitted::Spill(out));
+            }
+        };
+        match sent {
+            Ok(()) => None,
+            Err(e) => {
+                self.release(bytes);
+                Some(Submitted::Refused(out, e.to_string()))
+            }
+        }
+    }
+
+    /// A message a detached lane handed back, for [`settle`](Self::settle).
+    pub fn returned(r: Returned) -> Submitted {
+        let Returned {
+            topic,
+            record,
+            weight,
+            error,
+            ..
+        } = r;
+        Submitted::Returned(
+            Outgoing {
+                topic: topic.into(),
+                record,
+                received: Instant::now(),
+            },
+            error,
+            Held {
+                bytes: weight as usize,
+            },
+        )
+    }
+
     /// Whether the budget has room for `out` now.
     pub fn has_room(&self, out: &Outgoing) -> bool {
         self.budget.available_permits() >= out.size().clamp(1, self.budget_bytes)
@@ -488,10 +622,14 @@ impl Shared {
         }
     }
 
-    /// The shutdown deadline passed: stop waiting for anything, spill the rest.
+    /// The shutdown deadline passed: stop waiting for anything, spill the rest. librdkafka
+    /// gives up what it holds: detached lanes hand it back, to the spill.
     pub fn pass_deadline(&self) {
         self.deadline_passed.store(true, Ordering::SeqCst);
         self.deadline.cancel();
+        if let Err(e) = self.producer.purge() {
+            tracing::warn!(error = %e, "cannot purge the producer's queues at the deadline");
+        }
     }
 
     /// Gives `bytes` of room back to the budget.
@@ -608,6 +746,16 @@ impl Shared {
             let (out, reason) = match submitted {
                 Submitted::Spill(out) => return self.spill(out),
                 Submitted::Refused(out, reason) => return self.dead_letter(out, reason).await,
+                Submitted::Returned(out, e, held) => {
+                    batch.released += held.bytes;
+                    if self.deadline_passed.load(Ordering::SeqCst) {
+                        return self.spill(out);
+                    }
+                    if permanent(error_code(&e)) {
+                        return self.dead_letter(out, e.to_string()).await;
+                    }
+                    (out, e.to_string())
+                }
                 Submitted::Pending(p) => {
                     let Pending { report, out, held } = p;
                     batch.released += held.bytes;
