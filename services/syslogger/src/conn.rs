@@ -31,6 +31,9 @@ use crate::relp;
 /// keep many messages in flight: a connection's throughput is at most what it has in flight
 /// per Kafka round trip (`linger.ms` included).
 const SETTLE_BATCHES: usize = 1024;
+/// How long a connection's settler waits, after the shutdown deadline, for librdkafka to
+/// hand back the messages it purged (it does so at once).
+const RETURNS_AFTER_DEADLINE: Duration = Duration::from_secs(10);
 /// Bytes read at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -346,6 +349,21 @@ async fn settle_all<W: AsyncWrite + Unpin>(
                     // The detached lane is done: its sender is gone, its messages settled.
                     None => returns = None,
                 }
+                continue;
+            }
+            // Past the deadline librdkafka hands back what it held (purged); bounded all
+            // the same, so that shutdown ends.
+            () = async {
+                shared.deadline.cancelled().await;
+                tokio::time::sleep(RETURNS_AFTER_DEADLINE).await;
+            }, if returns.is_some() => {
+                let lost = returns.as_ref().map_or(0, Returns::outstanding);
+                tracing::error!(messages = lost, "librdkafka did not hand back these messages after the purge at the deadline: not spilled, counted as refused");
+                shared
+                    .counts
+                    .refused
+                    .fetch_add(lost as u64, std::sync::atomic::Ordering::Relaxed);
+                returns = None;
                 continue;
             }
             items = rx.recv(), if items_open => items,

@@ -780,6 +780,11 @@ impl Shared {
                             self.delivered(&out, batch);
                             return Settled::Delivered;
                         }
+                        // At the deadline the producer's queues are purged: what failed
+                        // then goes to the spill, quietly.
+                        Err(_) if self.deadline_passed.load(Ordering::SeqCst) => {
+                            return self.spill(out);
+                        }
                         Err(e) if permanent(error_code(&e)) => {
                             return self.dead_letter(out, e.to_string()).await;
                         }
@@ -883,6 +888,7 @@ impl Shared {
                 };
                 match r {
                     Ok(_) => self.counted_dead_letter(&out, &reason),
+                    Err(_) if self.deadline_passed.load(Ordering::SeqCst) => self.spill(out),
                     Err(e) => {
                         tracing::error!(topic = %out.topic, dead_letter_topic = %topic, reason = %reason, error = %e, "the dead-letter topic refused a message too; it goes to the spill");
                         self.spill(out)
