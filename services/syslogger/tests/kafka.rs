@@ -347,6 +347,79 @@ async fn oversized_frames_can_go_to_the_dead_letter_topic() {
     assert_eq!((outcome.delivered, outcome.dead_lettered), (1, 1));
 }
 
+/// A TCP stream keeps nothing of a produced message: one the broker refuses for good after
+/// taking the request comes back from librdkafka whole (payload, key) and goes
+/// to the dead-letter topic with the broker's reason; the messages around it are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_broker_refuses_comes_back_whole_to_the_dead_letter_topic() {
+    use rdkafka::bindings::rd_kafka_resp_err_t as Err;
+    use rdkafka::types::RDKafkaApiKey;
+    init_logs();
+    let cluster = KafkaCluster::start(1);
+    let topic = unique_name("refused-");
+    let dlq = unique_name("dlq-");
+    cluster.create_topic(&topic, 1);
+    cluster.create_topic(&dlq, 1);
+    let mut a = args(cluster.bootstrap_servers(), &topic);
+    a.dead_letter = Some(dlq.clone());
+    let svc = start(a).await;
+    let mut s = TcpStream::connect(svc.tcp()).await.unwrap();
+    s.write_all(b"<13>Oct 11 22:14:15 h1 app: first\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read(cluster.bootstrap_servers(), &topic, 1, 1, WAIT)
+            .await
+            .len(),
+        1
+    );
+    // The broker answers the next produce request with a permanent error.
+    cluster.mock().request_errors(
+        RDKafkaApiKey::Produce,
+        &[Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let before = chrono::Utc::now().timestamp_millis();
+    s.write_all(b"<13>Oct 11 22:14:15 h2 app: refused\n")
+        .await
+        .unwrap();
+    let dead = read(cluster.bootstrap_servers(), &dlq, 1, 1, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].text(), "<13>Oct 11 22:14:15 h2 app: refused");
+    assert_eq!(
+        dead[0].key.as_deref(),
+        Some(&b"h2"[..]),
+        "its key came back"
+    );
+    let ts = dead[0].timestamp.expect("a timestamp");
+    assert!(
+        ts >= before - 1000,
+        "a timestamp of this run: {ts} vs {before}"
+    );
+    let reason = String::from_utf8_lossy(&dead[0].headers["syslogger.reason"]).into_owned();
+    assert!(reason.contains("MessageSizeTooLarge"), "{reason}");
+    assert_eq!(dead[0].headers["syslogger.topic"], topic.as_bytes());
+    s.write_all(b"<13>Oct 11 22:14:15 h1 app: last\n")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let got = read(cluster.bootstrap_servers(), &topic, 1, 2, WAIT).await;
+    let texts: Vec<String> = got.iter().map(common::Got::text).collect();
+    assert_eq!(
+        texts,
+        [
+            "<13>Oct 11 22:14:15 h1 app: first",
+            "<13>Oct 11 22:14:15 h1 app: last"
+        ]
+    );
+    let outcome = svc.stop().await;
+    assert_eq!(
+        (outcome.received, outcome.delivered, outcome.dead_lettered),
+        (3, 2, 1),
+        "{outcome:?}"
+    );
+    assert!(outcome.succeeded(), "{outcome:?}");
+}
+
 /// Kafka down through the whole shutdown: what was received is spilled (exit outcome says
 /// how many); the next start sends the spill first and removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
