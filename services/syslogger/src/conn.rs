@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use kafka_seq::{DetachedSender, LaneReports, LaneSender, Returns};
 
-use crate::forward::{Outgoing, Scratch, SettleBatch, Shared, Submitted};
+use crate::forward::{Outgoing, Scratch, SettleBatch, Shared, Submitted, TryDetached};
 use crate::framing::{Decoder, Frame, Framing, trim};
 use crate::relp;
 
@@ -297,7 +297,11 @@ fn submit_now(
             Ok(Some(Submitted::Refused(out, reason)))
         }
         _ => match (lane.as_mut(), detached.as_mut()) {
-            (_, Some(d)) => shared.try_submit_detached(out, d),
+            (_, Some(d)) => match shared.try_submit_detached(&out, d) {
+                TryDetached::Sent => Ok(None),
+                TryDetached::Wait => Err(out),
+                TryDetached::Refused(reason) => Ok(Some(Submitted::Refused(out, reason))),
+            },
             (Some(l), None) => shared.try_submit(out, l).map(Some),
             (None, None) => Err(out),
         },

@@ -64,48 +64,33 @@ pub struct Scratch {
 /// The most distinct topics or keys a connection remembers before it starts over.
 const INTERN_MAX: usize = 1024;
 
-/// Rendered topics and keys, made once per distinct text: the last one is compared first
-/// (a connection usually carries one host), then a map.
+/// Rendered topics and keys, made once per distinct text and found again by a map lookup
+/// (a relay's connection carries many hosts: a "last one" shortcut would miss). The map
+/// hashes with foldhash (seeded per map) rather than SipHash: a short key is hashed per
+/// message, and keys chosen to collide could cost at most `INTERN_MAX` entries' probing,
+/// the map being cleared there.
 struct Interner<T> {
-    last: Option<(String, T)>,
-    map: HashMap<String, T>,
+    map: HashMap<String, T, foldhash::fast::RandomState>,
 }
 
 impl<T> Default for Interner<T> {
     fn default() -> Self {
         Self {
-            last: None,
-            map: HashMap::new(),
+            map: HashMap::default(),
         }
     }
 }
 
 impl<T: Clone> Interner<T> {
     fn get(&mut self, s: &str, make: impl FnOnce(&str) -> T) -> T {
-        if let Some((text, v)) = &self.last
-            && text == s
-        {
+        if let Some(v) = self.map.get(s) {
             return v.clone();
         }
-        let v = match self.map.get(s) {
-            Some(v) => v.clone(),
-            None => {
-                if self.map.len() >= INTERN_MAX {
-                    self.map.clear();
-                }
-                let v = make(s);
-                self.map.insert(s.to_string(), v.clone());
-                v
-            }
-        };
-        match &mut self.last {
-            Some((text, last)) => {
-                text.clear();
-                text.push_str(s);
-                *last = v.clone();
-            }
-            None => self.last = Some((s.to_string(), v.clone())),
+        if self.map.len() >= INTERN_MAX {
+            self.map.clear();
         }
+        let v = make(s);
+        self.map.insert(s.to_string(), v.clone());
         v
     }
 }
@@ -355,6 +340,16 @@ pub enum Submitted {
     Returned(Outgoing, kafka_seq::Error, Held),
 }
 
+/// What [`Shared::try_submit_detached`] did.
+pub enum TryDetached {
+    /// Produced: nothing is left to settle.
+    Sent,
+    /// It must wait for room ([`Shared::submit_detached`]).
+    Wait,
+    /// librdkafka refused it at once, for this reason.
+    Refused(String),
+}
+
 /// A settler's state across one batch of messages: the budget room they held (given back
 /// once per batch) and the time their reports were seen (read once, and again after each
 /// wait, rather than per message).
@@ -467,41 +462,31 @@ impl Shared {
         }
     }
 
-    /// Holds room for `out` and produces it on the detached lane if neither needs a wait:
-    /// `Ok(None)` when it went (nothing is left to settle), `Ok(Some(Refused))` when
-    /// librdkafka refused it; gives `out` back when it must wait
-    /// ([`submit_detached`](Self::submit_detached)).
-    ///
-    /// # Errors
-    /// The message, when it has to wait.
-    #[allow(clippy::result_large_err)] // as `try_submit`
-    pub fn try_submit_detached(
-        &self,
-        out: Outgoing,
-        lane: &mut DetachedSender,
-    ) -> Result<Option<Submitted>, Outgoing> {
+    /// Holds room for `out` and produces it on the detached lane if neither needs a wait
+    /// (`out` stays the caller's: librdkafka copied what it needs).
+    pub fn try_submit_detached(&self, out: &Outgoing, lane: &mut DetachedSender) -> TryDetached {
         if self.deadline_passed.load(Ordering::Relaxed) {
-            return Err(out);
+            return TryDetached::Wait;
         }
-        let Some(held) = self.try_hold(&out) else {
-            return Err(out);
+        let Some(held) = self.try_hold(out) else {
+            return TryDetached::Wait;
         };
         let weight = match u32::try_from(held.bytes) {
             Ok(w) if w <= MAX_WEIGHT => w,
             _ => {
                 self.release(held.bytes);
-                return Err(out);
+                return TryDetached::Wait;
             }
         };
         match lane.try_send(&out.topic, &out.record, weight) {
-            Ok(true) => Ok(None),
+            Ok(true) => TryDetached::Sent,
             Ok(false) => {
                 self.release(held.bytes);
-                Err(out)
+                TryDetached::Wait
             }
             Err(e) => {
                 self.release(held.bytes);
-                Ok(Some(Submitted::Refused(out, e.to_string())))
+                TryDetached::Refused(e.to_string())
             }
         }
     }
