@@ -10,11 +10,12 @@
 //! (messages, summed weight), at least every `release_every` of weight and whenever the
 //! lane has nothing in flight; optionally, each delivered message's age (from its
 //! timestamp to its acknowledgement, by the kernel's coarse clock) goes to a histogram. A
-//! message Kafka refuses comes back whole (topic, key,
-//! payload, headers, timestamp, its weight and the error, copied from librdkafka's report)
-//! through [`Returns::next`], for the caller to retry, dead-letter or keep. At a shutdown
-//! deadline, [`KafkaProducer::purge`](crate::KafkaProducer::purge) makes librdkafka hand
-//! back everything it still holds, the same way.
+//! message Kafka refuses comes back whole (topic, key, payload, headers, timestamp, its
+//! weight and the error, copied from librdkafka's report) through [`Returns::next`], for
+//! the caller to retry, dead-letter or keep; once `next` says the lane is done, every
+//! delivered message was given to `on_delivered`. At a shutdown deadline,
+//! [`KafkaProducer::purge`](crate::KafkaProducer::purge) makes librdkafka hand back
+//! everything it still holds, the same way.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kafka_seq::Error> {
@@ -138,7 +139,10 @@ pub(crate) fn report(lanes: &DetachedLanes, lane: usize, weight: u32, result: &D
     let Some(shared) = lanes.get(lane) else {
         return;
     };
-    let left = shared.outstanding.fetch_sub(1, Ordering::SeqCst) - 1;
+    // Only this thread lowers the count: when it is 1, this is the last message in flight
+    // (unless the sender adds one meanwhile, whose report comes later). What the returns
+    // side may see once the count is 0 (the failure, the counts given) is done first.
+    let last = shared.outstanding.load(Ordering::SeqCst) == 1;
     match result {
         Ok(m) => {
             if let Some(age) = &shared.age
@@ -152,14 +156,11 @@ pub(crate) fn report(lanes: &DetachedLanes, lane: usize, weight: u32, result: &D
                 .weight
                 .fetch_add(u64::from(weight), Ordering::Relaxed)
                 + u64::from(weight);
-            if w >= shared.release_every || left == 0 {
+            if w >= shared.release_every || last {
                 shared.release();
             }
         }
         Err((e, m)) => {
-            if left == 0 {
-                shared.release();
-            }
             let returned = Returned {
                 topic: m.topic().to_string(),
                 record: Record {
@@ -192,7 +193,15 @@ pub(crate) fn report(lanes: &DetachedLanes, lane: usize, weight: u32, result: &D
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(returned);
+            if last {
+                shared.release();
+            }
         }
+    }
+    let left = shared.outstanding.fetch_sub(1, Ordering::SeqCst) - 1;
+    if left == 0 && !last {
+        // The sender took back a message it could not enqueue meanwhile: this was the last.
+        shared.release();
     }
     // The returns side waits for a failure, or for the end once the sender is gone.
     if result.is_err() || left == 0 {
@@ -261,7 +270,7 @@ pub(crate) fn open(
         },
         Returns {
             shared,
-            _registration: registration,
+            registration,
         },
     ))
 }
@@ -339,8 +348,9 @@ impl DetachedSender {
         let r = self.producer.enqueue(topic, &mut self.topic, record, || {
             Opaque::detached(lane, weight)
         });
-        if !matches!(r, Ok(true)) {
-            self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+        if !matches!(r, Ok(true)) && self.shared.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The delivery thread may have counted the last delivery as not the last.
+            self.shared.release();
         }
         r
     }
@@ -349,7 +359,7 @@ impl DetachedSender {
 /// The returning half of a detached lane: see the [module docs](self).
 pub struct Returns {
     shared: Arc<DetachedShared>,
-    _registration: Arc<Registration>,
+    registration: Arc<Registration>,
 }
 
 impl std::fmt::Debug for Returns {
@@ -363,6 +373,7 @@ impl Returns {
     /// message it sent was delivered or handed back.
     pub async fn next(&mut self) -> Option<Returned> {
         let shared = &self.shared;
+        let lanes = &self.registration.lanes;
         let ready = || {
             if let Some(r) = shared
                 .returned
@@ -372,9 +383,24 @@ impl Returns {
             {
                 return Some(Some(r));
             }
-            (shared.sender_gone.load(Ordering::SeqCst)
-                && shared.outstanding.load(Ordering::SeqCst) == 0)
-                .then_some(None)
+            // Under the registry's lock, which a report holds throughout: a report's
+            // failure and counts are all in, or its message still outstanding.
+            let _reports = lanes.lock().unwrap_or_else(|e| e.into_inner());
+            if !shared.sender_gone.load(Ordering::SeqCst)
+                || shared.outstanding.load(Ordering::SeqCst) != 0
+            {
+                return None;
+            }
+            // A failure pushed by the report that made the count 0.
+            match shared
+                .returned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
+            {
+                Some(r) => Some(Some(r)),
+                None => Some(None),
+            }
         };
         poll_fn(|cx| {
             if let Some(r) = ready() {

@@ -1,10 +1,14 @@
 //! Connections: a TCP (or TLS) syslog stream, a RELP session, the UDP socket.
 //!
-//! Each stream connection is a reader that frames, builds and produces messages (waiting
-//! when the in-flight budget is full, so the socket is not read and the client is pushed
-//! back), and a settler that takes the produced messages in order from a bounded channel
-//! and waits for each one's fate; for RELP the settler writes the answers, in transaction
-//! order, each `syslog` one after Kafka acknowledged the message.
+//! Each connection is a reader that frames, builds and produces messages (waiting when the
+//! in-flight budget is full, so the socket is not read and the client is pushed back), and
+//! a settler. A TCP or TLS stream produces on a detached lane: nothing is kept of a produced
+//! message, delivered ones give their room back in bulk, and its settler gets only what
+//! Kafka did not take (handed back whole) and what librdkafka refused at once. A RELP
+//! session (and the UDP socket) produces on a delivery lane: its settler takes the produced
+//! messages in order from a bounded channel and waits for each one's fate, and for RELP
+//! writes the answers, in transaction order, each `syslog` one after Kafka acknowledged the
+//! message.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

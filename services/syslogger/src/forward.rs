@@ -95,8 +95,8 @@ impl<T: Clone> Interner<T> {
     }
 }
 
-/// The memory a message in flight takes besides its bytes (its place in a settler's queue,
-/// its delivery report), counted under the byte budget.
+/// The memory a message in flight takes besides its bytes (librdkafka's message; on a
+/// delivery lane also its place in a settler's queue), counted under the byte budget.
 pub const MESSAGE_OVERHEAD: usize = 512;
 
 /// A message ready to produce.
