@@ -80,6 +80,7 @@ pub(crate) fn failed_timestamp(message: &BorrowedMessage<'_>) -> Option<i64> {
 
 /// Milliseconds since the epoch from the kernel's coarse clock (a memory read, no time
 /// source read: ticks of a few milliseconds), for per-message ages on the delivery thread.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn coarse_now_millis() -> i64 {
     let mut t = libc::timespec {
         tv_sec: 0,
@@ -94,6 +95,14 @@ pub(crate) fn coarse_now_millis() -> i64 {
     #[allow(clippy::useless_conversion)]
     let (secs, nanos) = (i64::from(t.tv_sec), i64::from(t.tv_nsec));
     secs * 1000 + nanos / 1_000_000
+}
+
+/// Milliseconds since the epoch (no coarse clock to read here).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn coarse_now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The high watermark of `topic`/`partition` as of the client's last fetch response
