@@ -56,11 +56,11 @@ use bytes::Bytes;
 use futures::task::AtomicWaker;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::DeliveryResult;
-use slab::Slab;
 
 use crate::Error;
-use crate::opaque::{MAX_LANES, MAX_SLOTS, Opaque};
+use crate::opaque::{MAX_SLOTS, Opaque};
 use crate::producer::{KafkaProducer, Record, TopicCache};
+use crate::registry::{Registered, Registration, Registry, register};
 
 /// The largest weight one message may carry (`2^31 - 1` on 64-bit targets); a larger one is
 /// counted as this.
@@ -74,7 +74,7 @@ pub const MAX_WEIGHT: u32 = if MAX_SLOTS - 1 > u32::MAX as usize {
 type OnDelivered = Box<dyn Fn(u64, u64) + Send + Sync>;
 
 /// A producer's detached lanes, found by number from the delivery thread.
-pub(crate) type DetachedLanes = Mutex<Slab<Arc<DetachedShared>>>;
+pub(crate) type DetachedLanes = Registry<DetachedShared>;
 
 /// A message Kafka did not take, handed back whole.
 #[derive(Debug)]
@@ -104,12 +104,24 @@ pub(crate) struct DetachedShared {
     on_delivered: OnDelivered,
     /// Records, per delivered message with a timestamp, the seconds since it.
     age: Option<metrics::Histogram>,
+    /// Failed messages not taken yet. Their weight is not given to `on_delivered`: a
+    /// caller whose weights are a budget (syslogger's bytes) cannot send more than its
+    /// budget past untaken failures, which bounds this queue.
     returned: Mutex<VecDeque<Returned>>,
     waker: AtomicWaker,
     /// The sender is gone: no more messages will come.
     sender_gone: AtomicBool,
     /// Both halves are gone (written under the registry lock).
     closed: AtomicBool,
+}
+
+impl Registered for DetachedShared {
+    fn outstanding(&self) -> &AtomicUsize {
+        &self.outstanding
+    }
+    fn closed(&self) -> &AtomicBool {
+        &self.closed
+    }
 }
 
 impl std::fmt::Debug for DetachedShared {
@@ -161,8 +173,9 @@ pub(crate) fn report(lanes: &DetachedLanes, lane: usize, weight: u32, result: &D
             }
         }
         Err((e, m)) => {
+            let topic = m.topic().to_string();
             let returned = Returned {
-                topic: m.topic().to_string(),
+                topic: topic.clone(),
                 record: Record {
                     key: m.key().map(Bytes::copy_from_slice),
                     payload: m.payload().map(Bytes::copy_from_slice),
@@ -184,7 +197,7 @@ pub(crate) fn report(lanes: &DetachedLanes, lane: usize, weight: u32, result: &D
                 },
                 weight,
                 error: Error::Delivery {
-                    topic: m.topic().to_string(),
+                    topic,
                     source: e.clone(),
                 },
             };
@@ -212,23 +225,6 @@ pub(crate) fn report(lanes: &DetachedLanes, lane: usize, weight: u32, result: &D
     }
 }
 
-/// Registered while either half of a detached lane lives; the last one closes it.
-struct Registration {
-    lanes: Arc<DetachedLanes>,
-    lane: usize,
-    shared: Arc<DetachedShared>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        self.shared.closed.store(true, Ordering::SeqCst);
-        if self.shared.outstanding.load(Ordering::SeqCst) == 0 {
-            lanes.try_remove(self.lane);
-        }
-    }
-}
-
 /// Opens a detached lane on `producer`.
 pub(crate) fn open(
     producer: KafkaProducer,
@@ -249,18 +245,7 @@ pub(crate) fn open(
         sender_gone: AtomicBool::new(false),
         closed: AtomicBool::new(false),
     });
-    let lane = {
-        let mut l = lanes.lock().unwrap_or_else(|e| e.into_inner());
-        if l.len() >= MAX_LANES {
-            return Err(Error::TooManyLanes { max: MAX_LANES });
-        }
-        l.insert(shared.clone())
-    };
-    let registration = Arc::new(Registration {
-        lanes,
-        lane,
-        shared: shared.clone(),
-    });
+    let registration = register(lanes, shared.clone())?;
     Ok((
         DetachedSender {
             producer,
@@ -281,7 +266,7 @@ pub struct DetachedSender {
     /// The topic handle used last (valid while `producer` lives).
     topic: TopicCache,
     shared: Arc<DetachedShared>,
-    registration: Arc<Registration>,
+    registration: Arc<Registration<DetachedShared>>,
 }
 
 impl std::fmt::Debug for DetachedSender {
@@ -359,7 +344,7 @@ impl DetachedSender {
 /// The returning half of a detached lane: see the [module docs](self).
 pub struct Returns {
     shared: Arc<DetachedShared>,
-    registration: Arc<Registration>,
+    registration: Arc<Registration<DetachedShared>>,
 }
 
 impl std::fmt::Debug for Returns {
@@ -373,7 +358,7 @@ impl Returns {
     /// message it sent was delivered or handed back.
     pub async fn next(&mut self) -> Option<Returned> {
         let shared = &self.shared;
-        let lanes = &self.registration.lanes;
+        let lanes = self.registration.registry();
         let ready = || {
             if let Some(r) = shared
                 .returned

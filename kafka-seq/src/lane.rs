@@ -41,12 +41,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
-use slab::Slab;
 
 use crate::Error;
-use crate::opaque::{MAX_LANES, MAX_SLOTS, Opaque};
+use crate::opaque::{MAX_SLOTS, Opaque};
 use crate::producer::Record;
 use crate::producer::{KafkaProducer, TopicCache};
+use crate::registry::{Registered, Registration, Registry, register};
 
 /// A slot with no message.
 const EMPTY: u8 = 0;
@@ -62,9 +62,8 @@ const ABANDONED: u8 = 4;
 /// Nobody waits.
 const NONE: usize = usize::MAX;
 
-/// A producer's lanes, found by number from the delivery thread. A lane leaves it when its
-/// two halves are gone and its last message was reported.
-pub(crate) type Lanes = Mutex<Slab<Arc<LaneShared>>>;
+/// A producer's lanes, found by number from the delivery thread.
+pub(crate) type Lanes = Registry<LaneShared>;
 
 /// The state of one lane, shared by its halves and the delivery thread.
 pub(crate) struct LaneShared {
@@ -80,6 +79,15 @@ pub(crate) struct LaneShared {
     outstanding: AtomicUsize,
     /// Both halves are gone (written under the registry lock).
     closed: std::sync::atomic::AtomicBool,
+}
+
+impl Registered for LaneShared {
+    fn outstanding(&self) -> &AtomicUsize {
+        &self.outstanding
+    }
+    fn closed(&self) -> &std::sync::atomic::AtomicBool {
+        &self.closed
+    }
 }
 
 impl LaneShared {
@@ -155,23 +163,6 @@ pub(crate) fn report(lanes: &Lanes, lane: usize, slot: usize, result: Result<(),
     }
 }
 
-/// Registered while either half of a lane lives; the last one closes it.
-struct Registration {
-    lanes: Arc<Lanes>,
-    lane: usize,
-    shared: Arc<LaneShared>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        self.shared.closed.store(true, Ordering::SeqCst);
-        if self.shared.outstanding.load(Ordering::SeqCst) == 0 {
-            lanes.try_remove(self.lane);
-        }
-    }
-}
-
 /// Opens a lane of `capacity` slots on `producer` (clamped to `1..=MAX_SLOTS`).
 pub(crate) fn open(
     producer: KafkaProducer,
@@ -179,18 +170,7 @@ pub(crate) fn open(
     capacity: usize,
 ) -> Result<(LaneSender, LaneReports), Error> {
     let shared = Arc::new(LaneShared::new(capacity.clamp(1, MAX_SLOTS)));
-    let lane = {
-        let mut l = lanes.lock().unwrap_or_else(|e| e.into_inner());
-        if l.len() >= MAX_LANES {
-            return Err(Error::TooManyLanes { max: MAX_LANES });
-        }
-        l.insert(shared.clone())
-    };
-    let registration = Arc::new(Registration {
-        lanes,
-        lane,
-        shared: shared.clone(),
-    });
+    let registration = register(lanes, shared.clone())?;
     Ok((
         LaneSender {
             producer,
@@ -212,7 +192,7 @@ pub struct LaneSender {
     /// The topic handle used last (valid while `producer` lives).
     topic: TopicCache,
     shared: Arc<LaneShared>,
-    registration: Arc<Registration>,
+    registration: Arc<Registration<LaneShared>>,
     /// The slot the next message takes.
     next: usize,
 }
@@ -341,7 +321,7 @@ impl LaneSender {
 /// The reporting half of a lane: see the [module docs](self).
 pub struct LaneReports {
     shared: Arc<LaneShared>,
-    registration: Arc<Registration>,
+    registration: Arc<Registration<LaneShared>>,
 }
 
 impl std::fmt::Debug for LaneReports {

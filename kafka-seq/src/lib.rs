@@ -69,6 +69,7 @@ mod offsets;
 mod opaque;
 mod pipe;
 pub mod producer;
+mod registry;
 
 pub use crate::metrics::describe_metrics;
 pub use consumer::{

@@ -324,6 +324,18 @@ fn delivery_error(e: &KafkaError, m: &rdkafka::message::BorrowedMessage<'_>) -> 
     }
 }
 
+impl DeliveryContext {
+    /// Counts a lane's report in its topic's metrics (a token carries its own).
+    fn count(&self, result: &DeliveryResult<'_>) {
+        let topic = match result {
+            Ok(m) => m.topic(),
+            Err((_, m)) => m.topic(),
+        };
+        self.topics
+            .with(topic, |metrics| count_delivery(metrics, result));
+    }
+}
+
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
@@ -334,12 +346,7 @@ impl ProducerContext for DeliveryContext {
         let token = match opaque.target() {
             Target::Token(token) => token,
             Target::Lane { lane, slot } => {
-                let topic = match result {
-                    Ok(m) => m.topic(),
-                    Err((_, m)) => m.topic(),
-                };
-                self.topics
-                    .with(topic, |metrics| count_delivery(metrics, result));
+                self.count(result);
                 let r = match result {
                     Ok(_) => Ok(()),
                     Err((e, m)) => Err(delivery_error(e, m)),
@@ -348,12 +355,7 @@ impl ProducerContext for DeliveryContext {
                 return;
             }
             Target::Detached { lane, weight } => {
-                let topic = match result {
-                    Ok(m) => m.topic(),
-                    Err((_, m)) => m.topic(),
-                };
-                self.topics
-                    .with(topic, |metrics| count_delivery(metrics, result));
+                self.count(result);
                 detached::report(&self.detached, lane, weight, result);
                 return;
             }

@@ -78,6 +78,17 @@ fn cluster_led_by_broker_1(prefix: &str) -> (KafkaCluster, String, String) {
     (cluster, brokers, topic)
 }
 
+/// A producer whose deliveries fail 2 s after the leader is gone (and that reconnects
+/// quickly when it is back).
+fn failing_fast(brokers: &str) -> kafka_seq::KafkaProducer {
+    ProducerConfig::new(brokers)
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "2000")
+        .set("reconnect.backoff.max.ms", "200")
+        .create()
+        .unwrap()
+}
+
 /// Reads `topic` from the start with a new group: exactly the messages `0..n`, in order.
 async fn expect_in_order(brokers: &str, topic: &str, n: usize) {
     let mut stream = consumer(brokers, &unique_name("g-"), topic);
@@ -988,12 +999,7 @@ async fn a_lane_reports_every_message_and_a_full_lane_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lane_reports_a_failed_delivery_and_lanes_closed_in_flight_are_harmless() {
     let (cluster, brokers, topic) = cluster_led_by_broker_1("lane-fail-");
-    let producer = ProducerConfig::new(&brokers)
-        .set("linger.ms", "1")
-        .set("message.timeout.ms", "2000")
-        .set("reconnect.backoff.max.ms", "200")
-        .create()
-        .unwrap();
+    let producer = failing_fast(&brokers);
     let (mut sender, mut reports) = producer.lane(8).unwrap();
     let t = sender.send(&topic, &Record::new("ok")).await.unwrap();
     timeout(WAIT, reports.report(t)).await.unwrap().unwrap();
@@ -1230,12 +1236,7 @@ async fn a_detached_lane_counts_deliveries_in_bulk_and_hands_back_failed_and_pur
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let (cluster, brokers, topic) = cluster_led_by_broker_1("detached-");
-    let producer = ProducerConfig::new(&brokers)
-        .set("linger.ms", "1")
-        .set("message.timeout.ms", "2000")
-        .set("reconnect.backoff.max.ms", "200")
-        .create()
-        .unwrap();
+    let producer = failing_fast(&brokers);
     let (messages, weight, calls) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),

@@ -308,6 +308,13 @@ pub struct Held {
     bytes: usize,
 }
 
+impl Held {
+    /// The room as a detached lane's weight; `None` past what a weight can carry.
+    fn weight(&self) -> Option<u32> {
+        u32::try_from(self.bytes).ok().filter(|w| *w <= MAX_WEIGHT)
+    }
+}
+
 /// Where a produced message's report comes from.
 enum Report {
     /// Its connection's delivery lane (the common path: no allocation per message).
@@ -471,14 +478,11 @@ impl Shared {
         let Some(held) = self.try_hold(out) else {
             return TryDetached::Wait;
         };
-        let weight = match u32::try_from(held.bytes) {
-            Ok(w) if w <= MAX_WEIGHT => w,
-            _ => {
-                self.release(held.bytes);
-                return TryDetached::Wait;
-            }
+        let sent = match held.weight() {
+            Some(weight) => lane.try_send(&out.topic, &out.record, weight),
+            None => Ok(false),
         };
-        match lane.try_send(&out.topic, &out.record, weight) {
+        match sent {
             Ok(true) => TryDetached::Sent,
             Ok(false) => {
                 self.release(held.bytes);
@@ -499,31 +503,24 @@ impl Shared {
         out: Outgoing,
         lane: &mut DetachedSender,
     ) -> Option<Submitted> {
-        let bytes = out.size().clamp(1, self.budget_bytes);
-        let weight = match u32::try_from(bytes) {
-            Ok(w) if w <= MAX_WEIGHT => w,
-            _ => return Some(self.submit(out, None).await),
+        let Some(held) = self.hold(&out).await else {
+            return Some(Submitted::Spill(out));
         };
-        tokio::select! {
-            biased;
-            p = self.budget.acquire_many(weight) => match p {
-                Ok(p) => p.forget(),
-                Err(_) => return Some(Submitted::Spill(out)),
-            },
-            () = self.deadline.cancelled() => return Some(Submitted::Spill(out)),
+        let Some(weight) = held.weight() else {
+            return Some(self.submit_held(out, held, None).await);
         };
         let sent = tokio::select! {
             biased;
             r = lane.send(&out.topic, &out.record, weight) => r,
             () = self.deadline.cancelled() => {
-                self.release(bytes);
+                self.release(held.bytes);
                 return Some(Submitted::Spill(out));
             }
         };
         match sent {
             Ok(()) => None,
             Err(e) => {
-                self.release(bytes);
+                self.release(held.bytes);
                 Some(Submitted::Refused(out, e.to_string()))
             }
         }
@@ -559,19 +556,23 @@ impl Shared {
     /// Holds room for `out` under the budget and produces it; waits while the budget or
     /// the producer's in-flight bound is full.
     pub async fn submit(&self, out: Outgoing, lane: Option<&mut LaneSender>) -> Submitted {
+        match self.hold(&out).await {
+            Some(held) => self.submit_held(out, held, lane).await,
+            None => Submitted::Spill(out),
+        }
+    }
+
+    /// Holds room for `out` under the budget, waiting while it is full; `None` when the
+    /// shutdown deadline comes first.
+    async fn hold(&self, out: &Outgoing) -> Option<Held> {
         let bytes = out.size().clamp(1, self.budget_bytes);
-        let Ok(n) = u32::try_from(bytes) else {
-            return Submitted::Spill(out);
-        };
+        let n = u32::try_from(bytes).ok()?;
         tokio::select! {
             biased;
-            p = self.budget.acquire_many(n) => match p {
-                Ok(p) => p.forget(),
-                Err(_) => return Submitted::Spill(out),
-            },
-            () = self.deadline.cancelled() => return Submitted::Spill(out),
+            p = self.budget.acquire_many(n) => p.ok()?.forget(),
+            () = self.deadline.cancelled() => return None,
         };
-        self.submit_held(out, Held { bytes }, lane).await
+        Some(Held { bytes })
     }
 
     /// Holds room for `out` and produces it on `lane` if neither needs a wait (the common

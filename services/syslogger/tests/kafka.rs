@@ -318,12 +318,7 @@ async fn refused_messages_go_to_the_dead_letter_file() {
 /// frames can be sent there instead of truncated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frames_can_go_to_the_dead_letter_topic() {
-    init_logs();
-    let cluster = KafkaCluster::start(1);
-    let topic = unique_name("big-");
-    let dlq = unique_name("dlq-");
-    cluster.create_topic(&topic, 1);
-    cluster.create_topic(&dlq, 1);
+    let (cluster, topic, dlq) = with_dead_letter_topic("big-");
     let mut a = args(cluster.bootstrap_servers(), &topic);
     a.max_frame = 100;
     a.oversize = syslogger::Oversize::DeadLetter;
@@ -354,12 +349,7 @@ async fn oversized_frames_can_go_to_the_dead_letter_topic() {
 async fn a_message_the_broker_refuses_comes_back_whole_to_the_dead_letter_topic() {
     use rdkafka::bindings::rd_kafka_resp_err_t as Err;
     use rdkafka::types::RDKafkaApiKey;
-    init_logs();
-    let cluster = KafkaCluster::start(1);
-    let topic = unique_name("refused-");
-    let dlq = unique_name("dlq-");
-    cluster.create_topic(&topic, 1);
-    cluster.create_topic(&dlq, 1);
+    let (cluster, topic, dlq) = with_dead_letter_topic("refused-");
     let mut a = args(cluster.bootstrap_servers(), &topic);
     a.dead_letter = Some(dlq.clone());
     let svc = start(a).await;
@@ -586,6 +576,17 @@ async fn udp_drops_are_counted_when_the_budget_is_full() {
 
 /// Sends `line` on `s`, waits until it is in Kafka (the producer knows the partition's
 /// leader), then takes the broker down.
+/// A cluster with a one-partition topic (`prefix`...) and a dead-letter topic (`dlq-`...).
+fn with_dead_letter_topic(prefix: &str) -> (KafkaCluster, String, String) {
+    init_logs();
+    let cluster = KafkaCluster::start(1);
+    let topic = unique_name(prefix);
+    let dlq = unique_name("dlq-");
+    cluster.create_topic(&topic, 1);
+    cluster.create_topic(&dlq, 1);
+    (cluster, topic, dlq)
+}
+
 async fn deliver_one_then_broker_down(
     cluster: &KafkaCluster,
     topic: &str,
